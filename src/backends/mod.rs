@@ -1,0 +1,307 @@
+//! The engines behind a storage, seen as untyped ordered maps of byte strings.
+//!
+//! [`Engine`] is what every backend implements: named tables, point reads that lend the
+//! engine's own bytes ([`RawBytes`]), consistent read snapshots across tables, and atomic
+//! write batches across tables. The typed layer above never sees an engine's types.
+//!
+//! Reads return an enum of the engines' byte holders rather than a boxed trait object, so a
+//! `get` costs no allocation of ours.
+
+use std::ops::{Bound, Deref};
+use std::path::Path;
+
+use crate::config::{DatabaseBackend, Durability};
+use crate::error::{Result, StorageError};
+
+#[cfg(feature = "redb")]
+mod redb;
+#[cfg(feature = "rocksdb")]
+mod rocksdb;
+#[cfg(feature = "sled")]
+mod sled;
+
+/// Bytes lent by an engine, kept alive by whatever the engine needs (a page, a pinned block,
+/// a reference-counted buffer), or owned when the engine could not lend them.
+pub(crate) enum RawBytes<'a> {
+    /// A redb value or key, holding its page.
+    #[cfg(feature = "redb")]
+    Redb(::redb::AccessGuard<'static, &'static [u8]>),
+    /// A sled `IVec` (reference counted, or inline when small).
+    #[cfg(feature = "sled")]
+    Sled(::sled::IVec),
+    /// A RocksDB value pinned in the block cache or memtable.
+    #[cfg(feature = "rocksdb")]
+    RocksPinned(::rocksdb::DBPinnableSlice<'a>),
+    /// Bytes the engine could not lend (e.g. RocksDB iterators), copied once.
+    Owned(Vec<u8>),
+    /// Bytes copied into a 16-byte-aligned buffer for a format that needs alignment.
+    Aligned(rkyv::util::AlignedVec<16>),
+    /// Nothing: the format decoded the value and let go of the bytes.
+    Released(std::marker::PhantomData<&'a ()>),
+}
+
+impl Deref for RawBytes<'_> {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            #[cfg(feature = "redb")]
+            RawBytes::Redb(guard) => guard.value(),
+            #[cfg(feature = "sled")]
+            RawBytes::Sled(ivec) => ivec,
+            #[cfg(feature = "rocksdb")]
+            RawBytes::RocksPinned(slice) => slice,
+            RawBytes::Owned(vec) => vec,
+            RawBytes::Aligned(vec) => vec,
+            RawBytes::Released(_) => &[],
+        }
+    }
+}
+
+/// A table as an engine knows it, resolved once when the typed table is built.
+#[derive(Clone, Debug)]
+pub(crate) enum TableHandle {
+    /// redb tables are opened by name inside each transaction.
+    #[cfg(feature = "redb")]
+    Redb(std::sync::Arc<str>),
+    /// A sled tree (cheap to clone).
+    #[cfg(feature = "sled")]
+    Sled(::sled::Tree),
+    /// A RocksDB column family, by name.
+    #[cfg(feature = "rocksdb")]
+    Rocks(std::sync::Arc<str>),
+}
+
+impl TableHandle {
+    /// The error for a handle of another engine: a bug in typed-kv, reported, not panicked.
+    #[allow(dead_code)]
+    pub(crate) fn foreign(backend: DatabaseBackend) -> StorageError {
+        StorageError::engine(
+            backend,
+            "using a table handle",
+            "the table belongs to a storage of another backend",
+        )
+    }
+}
+
+/// The entries of a range read: raw key and value, in key order.
+pub(crate) type RawIter<'a> = Box<dyn Iterator<Item = Result<(RawBytes<'a>, RawBytes<'a>)>> + 'a>;
+
+/// Untyped writes to apply atomically, across tables. Keys and values live in one buffer so
+/// a large batch costs a few allocations, not two per entry.
+#[derive(Default)]
+pub(crate) struct RawBatch {
+    data: Vec<u8>,
+    ops: Vec<RawOp>,
+    tables: Vec<(String, TableHandle)>,
+}
+
+struct RawOp {
+    table: usize,
+    key: (usize, usize),
+    /// `None` removes the key.
+    value: Option<(usize, usize)>,
+}
+
+/// One write of a [`RawBatch`], borrowed from it.
+pub(crate) struct RawWrite<'b> {
+    /// Index of the table in [`RawBatch::tables`].
+    pub(crate) slot: usize,
+    pub(crate) table: &'b TableHandle,
+    pub(crate) key: &'b [u8],
+    /// `None` removes the key.
+    pub(crate) value: Option<&'b [u8]>,
+}
+
+impl RawBatch {
+    /// Registers the table `name` in the batch and returns its slot for
+    /// [`push_encoded`](Self::push_encoded).
+    pub(crate) fn table_slot(&mut self, name: &str, table: &TableHandle) -> usize {
+        if let Some(i) = self.tables.iter().position(|(n, _)| n == name) {
+            return i;
+        }
+        self.tables.push((name.to_owned(), table.clone()));
+        self.tables.len() - 1
+    }
+
+    /// Appends a write of the table in `slot`, whose key and value (`None`: a removal) were
+    /// encoded into [`buffer`](Self::buffer) at these ranges.
+    pub(crate) fn push(
+        &mut self,
+        slot: usize,
+        key: std::ops::Range<usize>,
+        value: Option<std::ops::Range<usize>>,
+    ) {
+        self.ops.push(RawOp {
+            table: slot,
+            key: (key.start, key.end),
+            value: value.map(|v| (v.start, v.end)),
+        });
+    }
+
+    /// Pads the buffer to a multiple of 16 bytes, so that an encoding that starts next is
+    /// aligned relative to the buffer as it would be in a buffer of its own.
+    pub(crate) fn align_buffer(&mut self) {
+        let padded = self.data.len().next_multiple_of(16);
+        self.data.resize(padded, 0);
+    }
+
+    /// The shared buffer that keys and values are encoded into.
+    pub(crate) fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.data
+    }
+
+    /// Number of writes.
+    pub(crate) fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether there is nothing to write.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Bytes of keys and values.
+    pub(crate) fn payload_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The tables this batch writes to, by slot.
+    pub(crate) fn tables(&self) -> impl ExactSizeIterator<Item = &TableHandle> + '_ {
+        self.tables.iter().map(|(_, t)| t)
+    }
+
+    /// The writes, in the order they were added (a later write to a key wins).
+    pub(crate) fn writes(&self) -> impl Iterator<Item = RawWrite<'_>> + '_ {
+        self.ops.iter().map(|op| RawWrite {
+            slot: op.table,
+            table: &self.tables[op.table].1,
+            key: &self.data[op.key.0..op.key.1],
+            value: op.value.map(|(s, e)| &self.data[s..e]),
+        })
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub(crate) fn clear(&mut self) {
+        self.data.clear();
+        self.ops.clear();
+        self.tables.clear();
+    }
+}
+
+/// What [`Storage::compact`](crate::Storage::compact) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CompactionReport {
+    /// The engine compacted; sizes on disk before and after, in bytes.
+    Compacted {
+        /// Size before.
+        before: u64,
+        /// Size after.
+        after: u64,
+    },
+    /// The engine was already compact (redb reports this).
+    AlreadyCompact {
+        /// Size on disk.
+        size: u64,
+    },
+    /// The engine has no explicit compaction; it reclaims space on its own.
+    NotSupported {
+        /// Why, in words.
+        reason: &'static str,
+    },
+}
+
+/// Options an engine is opened with.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineOptions {
+    pub(crate) durability: Durability,
+}
+
+/// A key-value engine: named tables of byte strings in lexicographic key order.
+pub(crate) trait Engine: Send + Sync {
+    /// Which backend this is.
+    fn backend(&self) -> DatabaseBackend;
+    /// Opens the table `name`, creating it if missing.
+    fn open_table(&self, name: &str) -> Result<TableHandle>;
+    /// Deletes the table `name` and its contents; `false` if there was none.
+    fn drop_table(&self, name: &str) -> Result<bool>;
+    /// Names of all tables, internal ones included.
+    fn table_names(&self) -> Result<Vec<String>>;
+    /// The value under `key`, lent by the engine.
+    fn get<'a>(&'a self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'a>>>;
+    /// Entries of one table with keys within the bounds, in key order. The iterator holds its
+    /// own consistent view on redb and RocksDB; on sled, writes made during the scan may or
+    /// may not be seen (use a snapshot for a consistent view).
+    fn range<'a>(
+        &'a self,
+        table: &TableHandle,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Result<RawIter<'a>>;
+    /// Number of entries in the table.
+    fn len(&self, table: &TableHandle) -> Result<u64>;
+    /// A consistent view of every table.
+    fn snapshot<'a>(&'a self) -> Result<Box<dyn EngineSnapshot + 'a>>;
+    /// Applies every write of `batch`, all or none, with the storage's durability.
+    fn write(&self, batch: &RawBatch) -> Result<()>;
+    /// Removes `key`; whether it was there.
+    fn remove(&self, table: &TableHandle, key: &[u8]) -> Result<bool>;
+    /// Removes every key of the table, atomically.
+    fn clear(&self, table: &TableHandle) -> Result<()>;
+    /// Reclaims space.
+    fn compact(&self) -> Result<CompactionReport>;
+    /// Makes every commit so far durable.
+    fn flush(&self) -> Result<()>;
+    /// Bytes the engine's files take on disk.
+    fn disk_size(&self) -> Result<u64>;
+}
+
+/// A consistent read view across tables; bytes it lends live as long as it does.
+pub(crate) trait EngineSnapshot {
+    /// The value under `key`.
+    fn get<'s>(&'s self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'s>>>;
+    /// Entries with keys within the bounds, in key order.
+    fn range<'s>(
+        &'s self,
+        table: &TableHandle,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Result<RawIter<'s>>;
+    /// Number of entries.
+    fn len(&self, table: &TableHandle) -> Result<u64>;
+}
+
+/// Opens the engine `backend` in `dir` (a directory typed-kv owns).
+pub(crate) fn open_engine(
+    backend: DatabaseBackend,
+    dir: &Path,
+    options: &EngineOptions,
+) -> Result<Box<dyn Engine>> {
+    let _ = (dir, options);
+    match backend {
+        #[cfg(feature = "redb")]
+        DatabaseBackend::Redb => Ok(Box::new(redb::RedbEngine::open(dir, options)?)),
+        #[cfg(feature = "sled")]
+        DatabaseBackend::Sled => Ok(Box::new(sled::SledEngine::open(dir, options)?)),
+        #[cfg(feature = "rocksdb")]
+        DatabaseBackend::RocksDb => Ok(Box::new(rocksdb::RocksEngine::open(dir, options)?)),
+        other => Err(StorageError::BackendNotCompiled { backend: other }),
+    }
+}
+
+/// Total size of the regular files below `path`.
+pub(crate) fn dir_size(path: &Path) -> Result<u64> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| StorageError::io("measuring", path, e))?;
+    if meta.is_file() {
+        return Ok(meta.len());
+    }
+    let mut total = 0;
+    let entries = std::fs::read_dir(path).map_err(|e| StorageError::io("listing", path, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("listing", path, e))?;
+        total += dir_size(&entry.path())?;
+    }
+    Ok(total)
+}

@@ -1,0 +1,181 @@
+//! [`StorageBuilder`]: where a storage lives, on which engine, and what to do with what is
+//! already there.
+
+use std::path::{Path, PathBuf};
+
+use crate::backends::{open_engine, EngineOptions};
+use crate::catalog::{inspect_dir, sync_dir, write_marker, DirState, LOCK_FILE, MARKER_FILE};
+use crate::config::{DatabaseBackend, Durability, Recreate};
+use crate::error::{Result, StorageError};
+use crate::storage::Storage;
+
+/// Configures and opens a [`Storage`].
+///
+/// ```
+/// use typed_kv::{DatabaseBackend, Recreate, StorageBuilder};
+///
+/// let dir = tempfile::tempdir()?;
+/// let storage = StorageBuilder::new(dir.path().join("db"))
+///     .with_backend(DatabaseBackend::Redb)
+///     .with_recreate(Recreate::IfMissing)
+///     .with_version(1)
+///     .build()?;
+/// assert_eq!(storage.backend(), DatabaseBackend::Redb);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct StorageBuilder {
+    path: PathBuf,
+    backend: DatabaseBackend,
+    recreate: Recreate,
+    version: u64,
+    durability: Durability,
+}
+
+impl StorageBuilder {
+    /// A storage in the directory `path` (created if missing), on the default backend.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Self {
+            path: path.as_ref().to_owned(),
+            backend: DatabaseBackend::DEFAULT,
+            recreate: Recreate::default(),
+            version: 0,
+            durability: Durability::default(),
+        }
+    }
+
+    /// The engine to use.
+    pub fn with_backend(mut self, backend: DatabaseBackend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// What to do with existing data; see [`Recreate`].
+    pub fn with_recreate(mut self, recreate: Recreate) -> Self {
+        self.recreate = recreate;
+        self
+    }
+
+    /// The schema version stamped on tables built from this storage (0 by default); a table
+    /// can override it with [`TableBuilder::with_version`](crate::TableBuilder::with_version).
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// How durable each commit is; [`Durability::Immediate`] by default.
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Opens the storage, creating, keeping or wiping what is at the path as
+    /// [`with_recreate`](Self::with_recreate) says.
+    ///
+    /// Only a directory that typed-kv made (it has a `typed-kv.meta` marker) is ever wiped;
+    /// any other non-empty path is an error whatever the policy.
+    pub fn build(self) -> Result<Storage> {
+        let Self { path, backend, recreate, version, durability } = self;
+        if !backend.is_compiled() {
+            return Err(StorageError::BackendNotCompiled { backend });
+        }
+        // Judge what is there before creating anything, so a foreign file is left untouched.
+        let state = match inspect_dir(&path) {
+            Ok(state) => Some(state),
+            Err(e) if recreate_on_failure(recreate, &path) => {
+                let _ = e;
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        std::fs::create_dir_all(&path).map_err(|e| StorageError::io("creating", &path, e))?;
+        let lock = lock_dir(&path, backend)?;
+
+        let wipe = match state {
+            None => true,
+            Some(DirState::Empty) => false,
+            Some(DirState::Store(found)) if recreate == Recreate::Always => {
+                let _ = found;
+                true
+            }
+            Some(DirState::Store(found)) if found != backend => {
+                return Err(StorageError::BackendMismatch {
+                    path,
+                    found: found.name().to_owned(),
+                    requested: backend,
+                });
+            }
+            Some(DirState::Store(_)) => false,
+        };
+        if wipe {
+            wipe_store(&path)?;
+        }
+        if wipe || state == Some(DirState::Empty) {
+            write_marker(&path, backend)?;
+        }
+
+        let options = EngineOptions { durability };
+        let engine_dir = path.join(backend.name());
+        let engine = match open_engine_in(backend, &engine_dir, &options) {
+            Ok(engine) => engine,
+            Err(e) if recreate == Recreate::OnValidationFail && !matches!(e, StorageError::Locked { .. }) => {
+                wipe_store(&path)?;
+                write_marker(&path, backend)?;
+                open_engine_in(backend, &engine_dir, &options)?
+            }
+            Err(e) => return Err(e),
+        };
+        Storage::from_engine(path, engine, recreate, version, lock)
+    }
+}
+
+/// Whether a failed inspection may be answered by wiping: only `OnValidationFail`, and only
+/// for a directory that carries typed-kv's marker (a damaged store of ours).
+fn recreate_on_failure(recreate: Recreate, path: &Path) -> bool {
+    matches!(recreate, Recreate::OnValidationFail | Recreate::Always) && path.join(MARKER_FILE).is_file()
+}
+
+fn open_engine_in(
+    backend: DatabaseBackend,
+    dir: &Path,
+    options: &EngineOptions,
+) -> Result<Box<dyn crate::backends::Engine>> {
+    std::fs::create_dir_all(dir).map_err(|e| StorageError::io("creating", dir, e))?;
+    open_engine(backend, dir, options)
+}
+
+/// Takes the storage's lock file, so that two users never wipe or open one store at once.
+fn lock_dir(dir: &Path, backend: DatabaseBackend) -> Result<std::fs::File> {
+    let lock_path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StorageError::io("opening", &lock_path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked { path: dir.to_owned(), backend }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io("locking", &lock_path, e)),
+    }
+}
+
+/// Deletes everything in a store directory but its lock file.
+fn wipe_store(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("listing", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("listing", dir, e))?;
+        if entry.file_name() == LOCK_FILE {
+            continue;
+        }
+        let p = entry.path();
+        let removed = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        removed.map_err(|e| StorageError::io("removing", &p, e))?;
+    }
+    sync_dir(dir)
+}

@@ -1,0 +1,226 @@
+//! The one error type of typed-kv.
+
+use std::path::PathBuf;
+
+use crate::catalog::TableStamp;
+use crate::config::DatabaseBackend;
+use crate::formats::FormatError;
+
+/// Shorthand for results of typed-kv operations.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// A boxed error from an engine (redb, sled, RocksDB).
+pub type EngineError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong, with what, where (path, table, key) and why.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// A file-system operation failed.
+    #[error("I/O error while {action} {}: {source}", path.display())]
+    Io {
+        /// What typed-kv was doing.
+        action: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The engine reported an error.
+    #[error("{backend} error while {action}: {source}")]
+    Engine {
+        /// Which engine.
+        backend: DatabaseBackend,
+        /// What typed-kv was doing, naming the table where there is one.
+        action: String,
+        /// The engine's error.
+        #[source]
+        source: EngineError,
+    },
+
+    /// Another process (or another `Storage` in this one) holds the store open.
+    #[error("{} is locked by another user of the store ({backend})", path.display())]
+    Locked {
+        /// The store's path.
+        path: PathBuf,
+        /// Its backend.
+        backend: DatabaseBackend,
+    },
+
+    /// The backend was not compiled into this build.
+    #[error("backend {backend} is not compiled in (enable the cargo feature `{}`)", backend.name())]
+    BackendNotCompiled {
+        /// The backend asked for.
+        backend: DatabaseBackend,
+    },
+
+    /// The path holds a store of another backend.
+    #[error("{} holds a {found} store, not {requested}", path.display())]
+    BackendMismatch {
+        /// The store's path.
+        path: PathBuf,
+        /// What the path holds, as named in its marker or recognised from its files.
+        found: String,
+        /// The backend asked for.
+        requested: DatabaseBackend,
+    },
+
+    /// The path exists but is not a typed-kv store, or its metadata is damaged.
+    #[error("{} is not a usable typed-kv store: {reason}", path.display())]
+    NotAStore {
+        /// The path.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+
+    /// Stored bytes of a table could not be decoded by its format.
+    #[error("cannot decode {what} in table `{table}`{}: {source}", key_context(key))]
+    Decode {
+        /// The table.
+        table: String,
+        /// `"value"` or `"key"`.
+        what: &'static str,
+        /// The raw key, in hex (shortened), when known.
+        key: Option<String>,
+        /// The format's reason.
+        #[source]
+        source: FormatError,
+    },
+
+    /// A key or value could not be encoded.
+    #[error("cannot encode {what} for table `{table}`: {source}")]
+    Encode {
+        /// The table.
+        table: String,
+        /// `"value"` or `"key"`.
+        what: &'static str,
+        /// The format's reason.
+        #[source]
+        source: FormatError,
+    },
+
+    /// A key or value is larger than typed-kv accepts on every backend.
+    #[error("{what} of {len} bytes for table `{table}` is over the limit of {max} bytes")]
+    TooLarge {
+        /// The table.
+        table: String,
+        /// `"key"` or `"value"`.
+        what: &'static str,
+        /// Its encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// A table was reopened with formats, types or a schema version other than it was made
+    /// with.
+    #[error("table `{table}` was created as {stored} but is opened as {requested}")]
+    TableTypeMismatch {
+        /// The table.
+        table: String,
+        /// What the catalog holds.
+        stored: Box<TableStamp>,
+        /// What the code asked for.
+        requested: Box<TableStamp>,
+    },
+
+    /// The stored schema version is newer than the code's (`Recreate::OnVersionBump`).
+    #[error("table `{table}` has schema version {stored}, newer than the requested {requested}")]
+    VersionDowngrade {
+        /// The table.
+        table: String,
+        /// Version in the catalog.
+        stored: u64,
+        /// Version asked for.
+        requested: u64,
+    },
+
+    /// A table name is empty, too long, or reserved.
+    #[error("invalid table name {name:?}: {reason}")]
+    InvalidTableName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+
+    /// A table was used with a snapshot or batch of another storage.
+    #[error("table `{table}` belongs to another storage")]
+    ForeignTable {
+        /// The table.
+        table: String,
+    },
+
+    /// The table does not exist.
+    #[error("no table named `{table}`")]
+    TableNotFound {
+        /// The name asked for.
+        table: String,
+    },
+
+    /// The catalog of table stamps is damaged.
+    #[error("catalog entry of table `{table}` is damaged: {reason}")]
+    CorruptCatalog {
+        /// The table.
+        table: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The operation needs something the storage cannot give right now, e.g. exclusive access
+    /// for redb's compaction while a snapshot is open.
+    #[error("{action} is not possible now: {reason}")]
+    Busy {
+        /// What was asked.
+        action: &'static str,
+        /// Why not.
+        reason: String,
+    },
+
+    /// An ingest worker stopped unexpectedly.
+    #[error("ingest into table `{table}` stopped: {reason}")]
+    Ingest {
+        /// The table.
+        table: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn key_context(key: &Option<String>) -> String {
+    match key {
+        Some(k) => format!(" at key {k}"),
+        None => String::new(),
+    }
+}
+
+/// Hex of a raw key for error messages, shortened past 32 bytes.
+pub(crate) fn key_hex(key: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(2 * key.len().min(32) + 16);
+    s.push_str("0x");
+    for b in key.iter().take(32) {
+        let _ = write!(s, "{b:02x}");
+    }
+    if key.len() > 32 {
+        let _ = write!(s, "… ({} bytes)", key.len());
+    }
+    s
+}
+
+impl StorageError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io { action, path: path.into(), source }
+    }
+
+    pub(crate) fn engine(
+        backend: DatabaseBackend,
+        action: impl Into<String>,
+        source: impl Into<EngineError>,
+    ) -> Self {
+        Self::Engine { backend, action: action.into(), source: source.into() }
+    }
+}

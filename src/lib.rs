@@ -1,0 +1,96 @@
+//! # typed-kv
+//!
+//! Typed tables over pluggable embedded key-value stores, with zero-copy reads.
+//!
+//! A [`StorageBuilder`] picks the engine once ([`DatabaseBackend`]: redb, sled, RocksDB);
+//! each table picks a key format and a value format; [`Table::get`] returns a [`Guard`]
+//! that reads the value in place (rkyv, flatbuffers) or decoded once (bincode, postcard).
+//!
+//! ```
+//! use typed_kv::{DatabaseBackend, OrderedFormat, RkyvFormat, StorageBuilder};
+//!
+//! #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+//! struct Filing { cik: u64, form: String, pages: u32 }
+//!
+//! let dir = tempfile::tempdir()?;
+//! let storage = StorageBuilder::new(dir.path().join("db"))
+//!     .with_backend(DatabaseBackend::Redb)
+//!     .build()?;
+//! let filings = storage
+//!     .new_table::<(u64, u32), Filing>("filings")
+//!     .with_key_format(OrderedFormat::new())
+//!     .with_value_format(RkyvFormat::new())
+//!     .build()?;
+//! filings.put(&(320193, 2024), &Filing { cik: 320193, form: "10-K".into(), pages: 121 })?;
+//! let guard = filings.get(&(320193, 2024))?.expect("stored above");
+//! assert_eq!(guard.form, "10-K"); // `&ArchivedFiling`, validated, read in place
+//! for entry in filings.range((320193, 0)..(320194, 0))? {
+//!     let (key, filing) = entry?;
+//!     assert_eq!(key.0, filing.cik);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## What it is
+//!
+//! - **Typed**: tables are `Table<K, V, KeyFormat, ValueFormat>`; every table is stamped in
+//!   the store with its formats, type names and schema version, and reopening it otherwise is
+//!   a [`StorageError::TableTypeMismatch`], not garbage. See [`Recreate`] for migrations.
+//! - **Zero-copy**: guards hold the engine's own bytes (redb `AccessGuard`, sled `IVec`,
+//!   RocksDB pinned slices). rkyv needs 16-byte-aligned bytes: when an engine gives
+//!   misaligned ones, the guard copies them once into an aligned buffer and counts it
+//!   ([`Storage::aligned_copies`]).
+//! - **Safe on bad bytes**: every decode is validated (rkyv with bytecheck, flatbuffers with
+//!   its verifier); corrupt data is a [`StorageError::Decode`] naming table and key.
+//! - **Atomic and consistent**: [`Table::put_all`] and [`WriteBatch`] commit all or nothing,
+//!   across tables; [`Storage::read`] and [`Table::with_stream`] read one snapshot.
+//! - **Streams**: [`Table::put_stream`] ingests an async stream in chunked commits on a
+//!   writer thread, with back-pressure; [`Table::with_stream`] lends a snapshot's entries to
+//!   a closure as a stream.
+//!
+//! ## What it is not
+//!
+//! - Not a query engine: no secondary indexes, no joins. Keys are ordered only with an
+//!   order-preserving key format ([`OrderedFormat`], [`BytesFormat`]); only those tables
+//!   have `range`.
+//! - Not multi-process: one process opens a store at a time ([`StorageError::Locked`]).
+//! - Writes are batches, not read-write transactions: a [`WriteBatch`] does not read its
+//!   own writes.
+//!
+//! ## Limits
+//!
+//! Keys up to [`MAX_KEY_LEN`] bytes and values up to [`MAX_VALUE_LEN`] bytes once encoded,
+//! on every backend. Table names: 1 to 200 bytes, no control characters, not starting with
+//! `__typed_kv`. sled has no snapshots: typed-kv emulates them by making writers wait while a
+//! snapshot is open. `len` is O(n) on sled and RocksDB.
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod backends;
+mod builder;
+mod catalog;
+mod config;
+mod error;
+pub mod formats;
+mod storage;
+mod table;
+mod txn;
+
+pub use backends::CompactionReport;
+pub use builder::StorageBuilder;
+pub use catalog::TableStamp;
+pub use config::{DatabaseBackend, Durability, Recreate};
+pub use error::{EngineError, Result, StorageError};
+pub use formats::bincode::BincodeFormat;
+pub use formats::bytes::BytesFormat;
+pub use formats::flatbuffers::{FlatbuffersFormat, FlatbuffersRecord, FlatbuffersView};
+pub use formats::ordered::{OrderedFormat, OrderedKey};
+pub use formats::postcard::PostcardFormat;
+pub use formats::rkyv::RkyvFormat;
+pub use formats::{FormatError, KeyFormat, OrderPreserving, ValueFormat};
+pub use storage::Storage;
+pub use table::{
+    Entries, Guard, IngestOptions, IngestProgress, IngestReport, KeyValue, Table, TableBuilder,
+    TableSnapshot, TableStream, Unset, MAX_KEY_LEN, MAX_VALUE_LEN,
+};
+pub use txn::{ReadTxn, WriteBatch};

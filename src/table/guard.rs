@@ -1,0 +1,80 @@
+//! [`Guard`]: a value read in place, kept alive by whatever the engine needs.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::backends::RawBytes;
+use crate::formats::{FormatError, ValueFormat};
+
+/// A value read from a table, dereferencing to the format's view: `Archived<V>` for
+/// [`RkyvFormat`](crate::RkyvFormat), a [`FlatbuffersView`](crate::FlatbuffersView) for
+/// flatbuffers, `V` itself for bincode and postcard, `[u8]` for raw bytes.
+///
+/// The guard owns what keeps the bytes alive (a redb page, a sled buffer, a RocksDB pinned
+/// slice), and borrows from the table or snapshot it came from (`'a`), so it can outlive
+/// neither. Validation happened once, when the guard was made; derefs are free.
+pub struct Guard<'a, V, F: ValueFormat<V>> {
+    bytes: RawBytes<'a>,
+    checked: F::Checked,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<'a, V, F: ValueFormat<V>> Guard<'a, V, F> {
+    /// Validates `bytes` for `format`, first copying them into an aligned buffer if the
+    /// format needs an alignment they lack (counted in `copies`).
+    pub(crate) fn new(bytes: RawBytes<'a>, format: &F, copies: &AtomicU64) -> Result<Self, FormatError> {
+        let bytes = if F::ALIGN > 1 && !is_stably_aligned(&bytes, F::ALIGN) {
+            if F::ALIGN > 16 {
+                return Err(FormatError::new(F::ID, "typed-kv aligns values to at most 16 bytes"));
+            }
+            copies.fetch_add(1, Ordering::Relaxed);
+            let mut copy = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+            copy.extend_from_slice(&bytes);
+            RawBytes::Aligned(copy)
+        } else {
+            bytes
+        };
+        let checked = format.check(&bytes)?;
+        let bytes = if F::BORROWS_BYTES { bytes } else { RawBytes::Released(PhantomData) };
+        Ok(Self { bytes, checked, _value: PhantomData })
+    }
+
+    /// The stored bytes the view reads (empty for formats that decode into an owned value).
+    pub fn raw_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Whether `bytes` are aligned to `align` and stay so when the guard moves: bytes stored
+/// inside the holder itself (a small sled `IVec`) move with it, so they never count.
+fn is_stably_aligned(bytes: &RawBytes<'_>, align: usize) -> bool {
+    let data = bytes.as_ptr() as usize;
+    let holder = bytes as *const RawBytes<'_> as usize;
+    let inline = data >= holder && data < holder + std::mem::size_of::<RawBytes<'_>>();
+    !inline && data % align == 0
+}
+
+impl<V, F: ValueFormat<V>> Deref for Guard<'_, V, F> {
+    type Target = F::View;
+
+    #[inline]
+    fn deref(&self) -> &F::View {
+        // SAFETY: `check` accepted these very contents in `new`, and they never change: the
+        // holder is immutable. They are aligned to `F::ALIGN` at a stable address: `new`
+        // copied them into an `AlignedVec` unless they were aligned outside the holder
+        // (heap, page, mapping), which moving the guard does not change.
+        unsafe { F::view(&self.checked, &self.bytes) }
+    }
+}
+
+impl<V, F> fmt::Debug for Guard<'_, V, F>
+where
+    F: ValueFormat<V>,
+    F::View: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
