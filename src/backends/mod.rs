@@ -23,9 +23,10 @@ mod sled;
 /// Bytes lent by an engine, kept alive by whatever the engine needs (a page, a pinned block,
 /// a reference-counted buffer), or owned when the engine could not lend them.
 pub(crate) enum RawBytes<'a> {
-    /// A redb value or key, holding its page.
+    /// A redb value or key, holding its page and its read transaction (redb may free pages
+    /// that no live transaction can see).
     #[cfg(feature = "redb")]
-    Redb(::redb::AccessGuard<'static, &'static [u8]>),
+    Redb(::redb::OwnedAccessGuard<&'static [u8]>),
     /// A sled `IVec` (reference counted, or inline when small).
     #[cfg(feature = "sled")]
     Sled(::sled::IVec),

@@ -1,7 +1,9 @@
 //! redb 4: one redb table per typed-kv table, keys and values as `&[u8]`.
 //!
-//! redb lends values through `AccessGuard`s that keep their page alive, so reads copy
-//! nothing. Compaction needs `&mut Database` and no live read transaction: the database sits
+//! redb lends values through `OwnedAccessGuard`s that keep their page and their read
+//! transaction alive, so reads copy nothing. (Not the plain `AccessGuard<'static>` of
+//! `ReadOnlyTable::get`: it outlives its transaction, and a later commit may free the page
+//! under it, which redb's own debug assertions catch.) Compaction needs `&mut Database` and no live read transaction: the database sits
 //! behind a `RwLock` whose write side only `compact` takes, and live guards make it report
 //! [`StorageError::Busy`].
 
@@ -124,7 +126,7 @@ impl Engine for RedbEngine {
         let name = handle_name(table)?;
         let txn = self.db.read().begin_read().map_err(|e| err("beginning a read transaction", e))?;
         let Some(table) = open_read(&txn, name)? else { return Ok(None) };
-        let value = table.get(key).map_err(|e| err(format!("reading table `{name}`"), e))?;
+        let value = table.get_owned(key).map_err(|e| err(format!("reading table `{name}`"), e))?;
         Ok(value.map(RawBytes::Redb))
     }
 
@@ -243,7 +245,7 @@ fn scan<'x>(
 ) -> Result<RawIter<'x>> {
     let name = name.to_owned();
     let range =
-        table.range::<&[u8]>((lower, upper)).map_err(|e| err(format!("scanning table `{name}`"), e))?;
+        table.range_owned::<&[u8]>((lower, upper)).map_err(|e| err(format!("scanning table `{name}`"), e))?;
     Ok(Box::new(range.map(move |entry| {
         entry
             .map(|(k, v)| (RawBytes::Redb(k), RawBytes::Redb(v)))
@@ -273,7 +275,7 @@ impl EngineSnapshot for RedbSnapshot {
     fn get<'s>(&'s self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'s>>> {
         let Some(t) = self.table(table)? else { return Ok(None) };
         let name = handle_name(table)?;
-        let value = t.get(key).map_err(|e| err(format!("reading table `{name}`"), e))?;
+        let value = t.get_owned(key).map_err(|e| err(format!("reading table `{name}`"), e))?;
         Ok(value.map(RawBytes::Redb))
     }
 

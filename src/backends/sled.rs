@@ -105,15 +105,33 @@ pub(crate) struct SledEngine {
     id: u64,
 }
 
+/// Opens sled's database in `dir`.
+///
+/// sled releases its file lock only when its last background task ends, which may be a
+/// moment after the previous `Db` was dropped. The caller holds typed-kv's own lock on the
+/// store, so no other typed-kv user has it: a sled lock is then that lingering release, or a
+/// process that opened the directory without typed-kv. Retry briefly before saying "locked".
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(ref io)) if io.to_string().contains(LOCK_MESSAGE) => {
+                if started.elapsed() > RETRY_FOR {
+                    return Err(StorageError::Locked { path: dir.to_owned(), backend: BACKEND });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(other) => return Err(err(format!("opening {}", dir.display()), other)),
+        }
+    }
+}
+
 impl SledEngine {
     /// Opens (or creates) the database in `dir`.
     pub(crate) fn open(dir: &Path, options: &EngineOptions) -> Result<Self> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
-            sled::Error::Io(ref io) if io.to_string().contains(LOCK_MESSAGE) => {
-                StorageError::Locked { path: dir.to_owned(), backend: BACKEND }
-            }
-            other => err(format!("opening {}", dir.display()), other),
-        })?;
+        let db = open_db(dir)?;
         Ok(Self {
             db,
             dir: dir.to_owned(),

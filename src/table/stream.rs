@@ -53,13 +53,19 @@ impl<'s, K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Stream for TableStream<'s, 
 }
 
 /// How [`Table::put_stream_with`] cuts a stream into commits.
+///
+/// ```
+/// use typed_kv::IngestOptions;
+///
+/// let options = IngestOptions::default()
+///     .chunk_records(50_000)
+///     .chunk_bytes(16 << 20)
+///     .on_progress(|p| eprintln!("{} records in {} commits", p.records, p.chunks));
+/// ```
 pub struct IngestOptions {
-    /// A chunk is committed once it holds this many records (default 10,000).
-    pub chunk_records: usize,
-    /// ... or this many bytes of encoded keys and values (default 4 MiB).
-    pub chunk_bytes: usize,
-    /// Chunks encoded ahead of the writer before the stream is no longer polled (default 2).
-    pub queue_depth: usize,
+    chunk_records: usize,
+    chunk_bytes: usize,
+    queue_depth: usize,
     on_progress: Option<Box<dyn FnMut(IngestProgress) + Send>>,
 }
 
@@ -81,6 +87,25 @@ impl fmt::Debug for IngestOptions {
 }
 
 impl IngestOptions {
+    /// A chunk is committed once it holds this many records (default 10,000; at least 1).
+    pub fn chunk_records(mut self, records: usize) -> Self {
+        self.chunk_records = records.max(1);
+        self
+    }
+
+    /// ... or once it holds this many bytes of encoded keys and values (default 4 MiB).
+    pub fn chunk_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_bytes = bytes;
+        self
+    }
+
+    /// How many full chunks may wait for the writer before the stream is no longer polled
+    /// (default 2; at least 1).
+    pub fn queue_depth(mut self, chunks: usize) -> Self {
+        self.queue_depth = chunks.max(1);
+        self
+    }
+
     /// Calls `f` after every committed chunk, on the writer thread.
     pub fn on_progress(mut self, f: impl FnMut(IngestProgress) + Send + 'static) -> Self {
         self.on_progress = Some(Box::new(f));
@@ -176,7 +201,7 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
                 encode_error = Some(e);
                 break;
             }
-            if batch.len() >= chunk_records.max(1) || batch.payload_bytes() >= chunk_bytes {
+            if batch.len() >= chunk_records || batch.payload_bytes() >= chunk_bytes {
                 // A send error means the writer stopped on an error, which `done_rx` carries.
                 if sender.send(std::mem::take(&mut batch)).await.is_err() {
                     break;

@@ -1,0 +1,126 @@
+//! Shared helpers for the integration tests: records, store paths, and raw writes through
+//! each engine's own API (to plant bytes typed-kv did not write).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use typed_kv::{DatabaseBackend, Recreate, Storage, StorageBuilder};
+
+/// A realistic small record: strings, a vector, numbers.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    serde::Serialize,
+    serde::Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[rkyv(derive(Debug))]
+pub struct Record {
+    pub id: u64,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub score: f64,
+}
+
+impl Record {
+    pub fn new(id: u64) -> Self {
+        Record {
+            id,
+            name: format!("record-{id}"),
+            tags: (0..(id % 4)).map(|t| format!("tag{t}")).collect(),
+            score: id as f64 * 1.5,
+        }
+    }
+}
+
+pub fn open(backend: DatabaseBackend, path: &Path) -> Storage {
+    StorageBuilder::new(path).with_backend(backend).build().expect("open storage")
+}
+
+pub fn open_with(
+    backend: DatabaseBackend,
+    path: &Path,
+    recreate: Recreate,
+    version: u64,
+) -> typed_kv::Result<Storage> {
+    StorageBuilder::new(path).with_backend(backend).with_recreate(recreate).with_version(version).build()
+}
+
+/// Where a backend keeps its own files inside a store directory.
+pub fn engine_dir(backend: DatabaseBackend, store: &Path) -> PathBuf {
+    store.join(backend.name())
+}
+
+/// Writes `value` under `key` in `table` through the engine's own API, bypassing typed-kv.
+/// The store must be closed.
+pub fn raw_put(backend: DatabaseBackend, store: &Path, table: &str, key: &[u8], value: &[u8]) {
+    raw_put_in(backend, &engine_dir(backend, store), table, key, value)
+}
+
+/// Like [`raw_put`], on an engine database at `dir` itself (for redb: the file `dir/data.redb`,
+/// or `dir` when it is not a directory), created if missing.
+pub fn raw_put_in(backend: DatabaseBackend, dir: &Path, table: &str, key: &[u8], value: &[u8]) {
+    match backend {
+        #[cfg(feature = "redb")]
+        DatabaseBackend::Redb => {
+            let file = if dir.is_dir() { dir.join("data.redb") } else { dir.to_owned() };
+            let db = redb::Database::create(file).unwrap();
+            let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(table);
+            let txn = db.begin_write().unwrap();
+            txn.open_table(def).unwrap().insert(key, value).unwrap();
+            txn.commit().unwrap();
+        }
+        #[cfg(feature = "sled")]
+        DatabaseBackend::Sled => {
+            // sled frees its lock when its last background task ends, a moment after the
+            // store was closed; sled offers nothing to wait on, so retry until it is free.
+            let started = std::time::Instant::now();
+            let db = loop {
+                match sled::open(dir) {
+                    Ok(db) => break db,
+                    Err(e) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                        let _ = e;
+                        std::thread::yield_now();
+                    }
+                    Err(e) => panic!("sled stayed locked: {e}"),
+                }
+            };
+            db.open_tree(table).unwrap().insert(key, value).unwrap();
+            db.flush().unwrap();
+        }
+        #[cfg(feature = "rocksdb")]
+        DatabaseBackend::RocksDb => {
+            let mut opts = rocksdb::Options::default();
+            opts.create_if_missing(true);
+            let cfs = rocksdb::DB::list_cf(&opts, &dir).unwrap();
+            let db = rocksdb::DB::open_cf(&opts, &dir, &cfs).unwrap();
+            let cf = db.cf_handle(table).unwrap();
+            db.put_cf(&cf, key, value).unwrap();
+            db.flush_cf(&cf).unwrap();
+        }
+        other => panic!("no raw access for {other}"),
+    }
+}
+
+/// Generates `mod redb`, `mod sled`, `mod rocksdb` (each when compiled in), each with one
+/// `#[test]` per listed function, called with that backend.
+#[macro_export]
+macro_rules! per_backend {
+    ($($test:ident),* $(,)?) => {
+        #[cfg(feature = "redb")]
+        mod redb {
+            $( #[test] fn $test() { super::$test(typed_kv::DatabaseBackend::Redb) } )*
+        }
+        #[cfg(feature = "sled")]
+        mod sled {
+            $( #[test] fn $test() { super::$test(typed_kv::DatabaseBackend::Sled) } )*
+        }
+        #[cfg(feature = "rocksdb")]
+        mod rocksdb {
+            $( #[test] fn $test() { super::$test(typed_kv::DatabaseBackend::RocksDb) } )*
+        }
+    };
+}
