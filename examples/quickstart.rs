@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // put_stream: ingest an async stream in chunked commits on a writer thread. Any executor
     // works; `block_on` is the simplest.
-    let rows = (1_000..11_000u64).map(|cik| {
+    let rows = (1_000..26_000u64).map(|cik| {
         let data = CikData {
             name: format!("Company {cik}"),
             state: ["CA", "DE", "NY", "TX"][(cik % 4) as usize].into(),
@@ -76,16 +76,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // with_stream: one consistent snapshot lent to a closure as a stream of (key, guard).
-    // Guards cannot leave the closure, so copy out what you need (here the name).
+    // Guards cannot leave the closure, so copy out what you need (here the name). rkyv keys
+    // come in byte order, not numeric order.
     let busy_in_texas = table.with_stream(|s| {
         block_on(
-            s.filter(|(_, g)| futures::future::ready(g.state == "TX" && g.filings > 400))
+            s.filter(|(_, g)| futures::future::ready(g.state == "TX" && g.filings >= 400))
                 .map(|(cik, g)| (cik, g.name.to_string()))
                 .take(100)
                 .collect::<Vec<_>>(),
         )
     })?;
-    println!("with_stream: {} Texan companies with more than 400 filings", busy_in_texas.len());
+    println!("with_stream: took the first {} Texan companies with 400+ filings", busy_in_texas.len());
     if let Some((cik, name)) = busy_in_texas.first() {
         println!("  e.g. {cik}: {name}");
     }

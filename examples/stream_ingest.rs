@@ -95,18 +95,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // holding one is a `StorageError::Busy`; this example uses the default backend.)
     let snapshot = table.snapshot()?;
     table.put(&RECORDS, &company::sample(RECORDS))?;
-    let deleted = table.delete(&0)?;
+    let renamed = Company { name: "Renamed Corp.".into(), ..company::sample(0) };
+    table.put(&0, &renamed)?;
+    let live_name = table.get(&0)?.map(|c| c.name.to_string());
+    let snapshot_name = snapshot.get(&0)?.map(|c| c.name.to_string());
     println!(
-        "after put({RECORDS}) and delete(0) = {deleted}: live table has {} entries, snapshot has {}",
+        "after put({RECORDS}) and renaming 0: live table has {} entries, snapshot {}",
         table.len()?,
         snapshot.len()?
     );
-    println!(
-        "snapshot: get({RECORDS}) is none: {}, get(0) is still {:?}",
-        snapshot.get(&RECORDS)?.is_none(),
-        snapshot.get(&0)?.map(|c| c.name.to_string())
-    );
-    if snapshot.len()? != RECORDS || snapshot.get(&RECORDS)?.is_some() || snapshot.get(&0)?.is_none() {
+    println!("  get(0): live {live_name:?}, snapshot {snapshot_name:?}");
+    println!("  get({RECORDS}) in the snapshot is none: {}", snapshot.get(&RECORDS)?.is_none());
+    if snapshot.len()? != RECORDS
+        || snapshot.get(&RECORDS)?.is_some()
+        || snapshot_name != Some(company::sample(0).name)
+    {
         return Err("the snapshot saw a write made after it".into());
     }
     Ok(())

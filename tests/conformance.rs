@@ -2,6 +2,8 @@
 //! with the same expectations.
 
 mod common;
+#[path = "../examples/support/company.rs"]
+mod company;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -454,6 +456,29 @@ fn values_in_every_format_round_trip(backend: DatabaseBackend) {
     assert_eq!(keys.len(), 50);
 }
 
+fn flatbuffers_values_read_in_place(backend: DatabaseBackend) {
+    use company::Company;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(backend, dir.path());
+    let t = storage
+        .new_table::<String, Company>("companies")
+        .with_key_format(PostcardFormat::new())
+        .with_value_format(typed_kv::FlatbuffersFormat::new())
+        .build()
+        .unwrap();
+    let all: Vec<Company> = (0..50).map(company::sample).collect();
+    t.put_all(all.iter().map(|c| (c.name.clone(), c))).unwrap();
+    for c in &all {
+        let g = t.get(&c.name).unwrap().unwrap();
+        let root = g.root();
+        assert_eq!(root.name(), c.name);
+        assert_eq!(root.cik(), c.cik);
+        assert_eq!(Company::from_table(&root), *c);
+    }
+    let seen = t.with_stream(|s| block_on(s.map(|(k, g)| (k, g.root().cik())).collect::<Vec<_>>())).unwrap();
+    assert_eq!(seen.len(), 50);
+}
+
 fn empty_keys_and_empty_values(backend: DatabaseBackend) {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(backend, dir.path());
@@ -720,6 +745,7 @@ per_backend!(
     put_stream_applies_back_pressure,
     put_stream_does_not_block_the_executor,
     values_in_every_format_round_trip,
+    flatbuffers_values_read_in_place,
     empty_keys_and_empty_values,
     huge_values_and_oversized_keys,
     corrupt_values_are_errors,

@@ -121,7 +121,9 @@ fn typed_get_allocates_like_the_engine(backend: DatabaseBackend) {
         }
         other => panic!("no raw API for {other}"),
     };
-    eprintln!("{backend}: allocations per get: typed bytes {typed}, typed postcard {typed_decoded}, engine {raw}");
+    eprintln!(
+        "{backend}: allocations per get: typed bytes {typed}, typed postcard {typed_decoded}, engine {raw}"
+    );
     assert!(typed <= raw, "{backend}: typed get made {typed} allocations, the engine's own get {raw}");
     assert!(typed_decoded <= raw, "{backend}: typed get of a postcard value made {typed_decoded}, raw {raw}");
 }
