@@ -34,6 +34,7 @@ pub(crate) enum RawBytes<'a> {
     #[cfg(feature = "rocksdb")]
     RocksPinned(::rocksdb::DBPinnableSlice<'a>),
     /// Bytes the engine could not lend (e.g. RocksDB iterators), copied once.
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
     Owned(Vec<u8>),
     /// Bytes copied into a 16-byte-aligned buffer for a format that needs alignment.
     Aligned(rkyv::util::AlignedVec<16>),
@@ -109,7 +110,6 @@ struct RawOp {
 pub(crate) struct RawWrite<'b> {
     /// Index of the table in [`RawBatch::tables`].
     pub(crate) slot: usize,
-    pub(crate) table: &'b TableHandle,
     pub(crate) key: &'b [u8],
     /// `None` removes the key.
     pub(crate) value: Option<&'b [u8]>,
@@ -177,17 +177,9 @@ impl RawBatch {
     pub(crate) fn writes(&self) -> impl Iterator<Item = RawWrite<'_>> + '_ {
         self.ops.iter().map(|op| RawWrite {
             slot: op.table,
-            table: &self.tables[op.table].1,
             key: &self.data[op.key.0..op.key.1],
             value: op.value.map(|(s, e)| &self.data[s..e]),
         })
-    }
-
-    /// Empties the batch, keeping its buffers.
-    pub(crate) fn clear(&mut self) {
-        self.data.clear();
-        self.ops.clear();
-        self.tables.clear();
     }
 }
 
@@ -228,8 +220,6 @@ pub(crate) trait Engine: Send + Sync {
     fn open_table(&self, name: &str) -> Result<TableHandle>;
     /// Deletes the table `name` and its contents; `false` if there was none.
     fn drop_table(&self, name: &str) -> Result<bool>;
-    /// Names of all tables, internal ones included.
-    fn table_names(&self) -> Result<Vec<String>>;
     /// The value under `key`, lent by the engine.
     fn get<'a>(&'a self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'a>>>;
     /// Entries of one table with keys within the bounds, in key order. The iterator holds its

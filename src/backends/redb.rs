@@ -16,7 +16,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use redb::{
     CompactionError, Database, DatabaseError, ReadOnlyTable, ReadTransaction, ReadableDatabase,
-    ReadableTableMetadata, TableDefinition, TableError, TableHandle as _,
+    ReadableTableMetadata, TableDefinition, TableError,
 };
 
 use super::{
@@ -113,13 +113,6 @@ impl Engine for RedbEngine {
             txn.delete_table(definition(name)).map_err(|e| err(format!("deleting table `{name}`"), e))?;
         self.commit(txn, &format!("deletion of table `{name}`"))?;
         Ok(existed)
-    }
-
-    fn table_names(&self) -> Result<Vec<String>> {
-        let db = self.db.read();
-        let txn = db.begin_read().map_err(|e| err("beginning a read transaction", e))?;
-        let tables = txn.list_tables().map_err(|e| err("listing tables", e))?;
-        Ok(tables.map(|t| t.name().to_owned()).collect())
     }
 
     fn get<'a>(&'a self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'a>>> {

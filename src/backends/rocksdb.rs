@@ -238,10 +238,6 @@ impl Engine for RocksEngine {
         Ok(true)
     }
 
-    fn table_names(&self) -> Result<Vec<String>> {
-        Ok(self.cfs.read().iter().filter_map(|cf| table_name(cf)).map(str::to_owned).collect())
-    }
-
     /// Pinned, not copied.
     fn get<'a>(&'a self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'a>>> {
         let name = handle_name(table)?;

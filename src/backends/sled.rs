@@ -270,12 +270,6 @@ impl Engine for SledEngine {
         Ok(existed)
     }
 
-    fn table_names(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self.db.tree_names().iter().filter_map(|t| table_name(t)).collect();
-        names.sort_unstable();
-        Ok(names)
-    }
-
     fn get<'a>(&'a self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'a>>> {
         Ok(self.read(handle_tree(table)?, key)?.map(RawBytes::Sled))
     }
