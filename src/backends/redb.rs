@@ -30,6 +30,8 @@ const BACKEND: DatabaseBackend = DatabaseBackend::Redb;
 pub(crate) const FILE_NAME: &str = "data.redb";
 
 type Bytes = &'static [u8];
+/// A table opened for reading; `Arc` so the snapshot's cache can hand it out.
+type RawTable = ReadOnlyTable<Bytes, Bytes>;
 
 fn definition(name: &str) -> TableDefinition<'_, Bytes, Bytes> {
     TableDefinition::new(name)
@@ -85,7 +87,7 @@ impl RedbEngine {
 }
 
 /// Opens `name` for reading; `None` if the table was never written in this snapshot.
-fn open_read(txn: &ReadTransaction, name: &str) -> Result<Option<ReadOnlyTable<Bytes, Bytes>>> {
+fn open_read(txn: &ReadTransaction, name: &str) -> Result<Option<RawTable>> {
     match txn.open_table(definition(name)) {
         Ok(table) => Ok(Some(table)),
         Err(TableError::TableDoesNotExist(_)) => Ok(None),
@@ -230,12 +232,7 @@ impl Engine for RedbEngine {
 
 /// A range of `table`. redb's iterator holds its transaction and pages itself, so the result
 /// may live as long as the caller wants.
-fn scan<'x>(
-    table: &ReadOnlyTable<Bytes, Bytes>,
-    name: &str,
-    lower: Bound<&[u8]>,
-    upper: Bound<&[u8]>,
-) -> Result<RawIter<'x>> {
+fn scan<'x>(table: &RawTable, name: &str, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Result<RawIter<'x>> {
     let name = name.to_owned();
     let range =
         table.range_owned::<&[u8]>((lower, upper)).map_err(|e| err(format!("scanning table `{name}`"), e))?;
@@ -249,11 +246,11 @@ fn scan<'x>(
 struct RedbSnapshot {
     txn: ReadTransaction,
     /// Tables opened so far: opening costs a lookup in the table tree.
-    tables: RefCell<HashMap<String, Option<Arc<ReadOnlyTable<Bytes, Bytes>>>>>,
+    tables: RefCell<HashMap<String, Option<Arc<RawTable>>>>,
 }
 
 impl RedbSnapshot {
-    fn table(&self, handle: &TableHandle) -> Result<Option<Arc<ReadOnlyTable<Bytes, Bytes>>>> {
+    fn table(&self, handle: &TableHandle) -> Result<Option<Arc<RawTable>>> {
         let name = handle_name(handle)?;
         if let Some(table) = self.tables.borrow().get(name) {
             return Ok(table.clone());

@@ -132,7 +132,7 @@ where
     }
 
     fn from_bytes(&self, bytes: &[u8]) -> Result<K, FormatError> {
-        if (bytes.as_ptr() as usize) % 16 == 0 {
+        if (bytes.as_ptr() as usize).is_multiple_of(16) {
             return rkyv::from_bytes::<K, rancor::Error>(bytes).map_err(rkyv_error);
         }
         // Engines hand out keys at any alignment; decode from an aligned copy.

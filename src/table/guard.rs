@@ -53,7 +53,7 @@ fn is_stably_aligned(bytes: &RawBytes<'_>, align: usize) -> bool {
     let data = bytes.as_ptr() as usize;
     let holder = bytes as *const RawBytes<'_> as usize;
     let inline = data >= holder && data < holder + std::mem::size_of::<RawBytes<'_>>();
-    !inline && data % align == 0
+    !inline && data.is_multiple_of(align)
 }
 
 impl<V, F: ValueFormat<V>> Deref for Guard<'_, V, F> {

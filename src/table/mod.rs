@@ -414,6 +414,9 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> TableSnapshot<'_, K, V, KF, VF>
     }
 }
 
+/// The encoded lower and upper bounds of a key range.
+pub(crate) type EncodedBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
 pub(crate) fn as_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     match bound {
         Bound::Included(b) => Bound::Included(b),
@@ -501,10 +504,7 @@ impl<KF, VF> TableInner<KF, VF> {
     }
 
     /// Encodes the bounds of a key range.
-    pub(crate) fn encode_bounds<K, R: RangeBounds<K>>(
-        &self,
-        range: &R,
-    ) -> Result<(Bound<Vec<u8>>, Bound<Vec<u8>>)>
+    pub(crate) fn encode_bounds<K, R: RangeBounds<K>>(&self, range: &R) -> Result<EncodedBounds>
     where
         KF: KeyFormat<K>,
     {
