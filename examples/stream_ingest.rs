@@ -48,12 +48,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 1. Ingest. The stream is lazy: records are generated as the ingest polls for them, and
     // polling pauses while the writer thread is `queue_depth` chunks behind.
     let stream = futures::stream::iter((0..RECORDS).map(|i| (i, company::sample(i))));
-    let mut next_report = 0;
+    let mut reported = 0;
     let options = IngestOptions::default().on_progress(move |p| {
-        // Called on the writer thread after every commit; print every 50,000 records.
-        if p.records >= next_report {
+        // Called on the writer thread after every commit; print at every 50,000 records.
+        if p.records / 50_000 > reported {
+            reported = p.records / 50_000;
             println!("  progress: {} records, {} bytes, {} commits", p.records, p.bytes, p.chunks);
-            next_report = p.records + 50_000;
         }
     });
     let report = block_on(table.put_stream_with(stream, options))?;
