@@ -444,9 +444,9 @@ struct RocksSnapshot<'a> {
     tables: HashMap<String, Cf<'a>>,
 }
 
-impl RocksSnapshot<'_> {
+impl<'a> RocksSnapshot<'a> {
     /// The column family of a handle, if it existed when the snapshot was taken.
-    fn cf(&self, table: &TableHandle) -> Result<Option<(&str, &Cf<'_>)>> {
+    fn cf<'s, 't>(&'s self, table: &'t TableHandle) -> Result<Option<(&'t str, &'s Cf<'a>)>> {
         let name = handle_name(table)?;
         Ok(self.tables.get(name).map(|cf| (name, cf)))
     }
