@@ -152,7 +152,9 @@ pub(crate) fn inspect_dir(dir: &Path) -> Result<DirState> {
 /// The error for a non-empty directory without a marker, naming the engine if it looks like one.
 fn foreign_dir(dir: &Path, entries: &[String]) -> StorageError {
     let has = |n: &str| entries.iter().any(|e| e == n);
-    let found = if has("CURRENT") && has("IDENTITY") {
+    let found = if has("tables.tkv") || entries.iter().any(|e| e.starts_with("seg-") && e.ends_with(".tkv")) {
+        Some("typed-kv native")
+    } else if has("CURRENT") && has("IDENTITY") {
         Some("rocksdb")
     } else if has("conf") && has("db") {
         Some("sled")

@@ -11,7 +11,8 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DatabaseBackend {
-    /// typed-kv's own log-structured engine. Reserved: not available in this version.
+    /// typed-kv's own log-structured engine ([`crate::engine`]; feature `native`, the
+    /// default): values read in place from memory-mapped segments.
     Native,
     /// [redb](https://docs.rs/redb): copy-on-write B-trees in one file (feature `redb`).
     Redb,
@@ -22,8 +23,10 @@ pub enum DatabaseBackend {
 }
 
 impl DatabaseBackend {
-    /// The backend used when none is chosen.
-    pub const DEFAULT: DatabaseBackend = DatabaseBackend::Redb;
+    /// The backend used when none is chosen: the native engine, or redb in builds without
+    /// the `native` feature.
+    pub const DEFAULT: DatabaseBackend =
+        if cfg!(feature = "native") { DatabaseBackend::Native } else { DatabaseBackend::Redb };
 
     /// Every backend, compiled in or not.
     pub const ALL: [DatabaseBackend; 4] = [Self::Native, Self::Redb, Self::Sled, Self::RocksDb];
@@ -46,7 +49,7 @@ impl DatabaseBackend {
     /// Whether this build of typed-kv includes the backend.
     pub const fn is_compiled(self) -> bool {
         match self {
-            Self::Native => false,
+            Self::Native => cfg!(feature = "native"),
             Self::Redb => cfg!(feature = "redb"),
             Self::Sled => cfg!(feature = "sled"),
             Self::RocksDb => cfg!(feature = "rocksdb"),

@@ -40,6 +40,18 @@ pub enum StorageError {
         source: EngineError,
     },
 
+    /// A file holds bytes the engine did not write there: damage on disk. The native engine
+    /// reports where; [`Recreate::OnValidationFail`](crate::Recreate) starts the store over.
+    #[error("{} is corrupt at offset {offset}: {reason}", path.display())]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// Another process (or another `Storage` in this one) holds the store open.
     #[error("{} is locked by another user of the store ({backend})", path.display())]
     Locked {

@@ -70,6 +70,8 @@ mod backends;
 mod builder;
 mod catalog;
 mod config;
+#[cfg(feature = "native")]
+pub mod engine;
 mod error;
 pub mod formats;
 mod storage;

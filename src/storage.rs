@@ -67,7 +67,7 @@ impl Storage {
         version: u64,
         lock: std::fs::File,
     ) -> Result<Self> {
-        let catalog = engine.open_table(CATALOG_TABLE)?;
+        let catalog = engine.open_table(CATALOG_TABLE, 1)?;
         let inner = StorageInner {
             engine,
             path,

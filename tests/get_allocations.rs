@@ -81,6 +81,15 @@ fn typed_get_allocates_like_the_engine(backend: DatabaseBackend) {
     // The same read through the engine's own API, on the same files.
     let key = 42u64.to_be_bytes();
     let raw = match backend {
+        #[cfg(feature = "native")]
+        DatabaseBackend::Native => {
+            let db = typed_kv::engine::Db::open(path.join("native"), Default::default()).unwrap();
+            let table = db.find_table("blobs").unwrap();
+            allocations(|| {
+                let v = db.get(&table, &key).unwrap();
+                assert_eq!(v.len(), 150);
+            })
+        }
         DatabaseBackend::Redb => {
             use redb::ReadableDatabase;
             let db = redb::Database::open(path.join("redb").join("data.redb")).unwrap();
@@ -126,6 +135,50 @@ fn typed_get_allocates_like_the_engine(backend: DatabaseBackend) {
     );
     assert!(typed <= raw, "{backend}: typed get made {typed} allocations, the engine's own get {raw}");
     assert!(typed_decoded <= raw, "{backend}: typed get of a postcard value made {typed_decoded}, raw {raw}");
+}
+
+#[cfg(feature = "native")]
+#[test]
+fn native() {
+    typed_get_allocates_like_the_engine(DatabaseBackend::Native);
+}
+
+/// On native, an rkyv `get` allocates nothing at all and copies nothing: the archived value
+/// is read where it lies in the segment's memory mapping.
+#[cfg(feature = "native")]
+#[test]
+fn native_rkyv_get_allocates_nothing_and_reads_inside_the_mapping() {
+    use typed_kv::RkyvFormat;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = StorageBuilder::new(dir.path()).with_backend(DatabaseBackend::Native).build().unwrap();
+    let records = storage
+        .new_table::<u64, Vec<String>>("records")
+        .with_key_format(OrderedFormat::new())
+        .with_value_format(RkyvFormat::new())
+        .build()
+        .unwrap();
+    for i in 0..200u64 {
+        // Odd-length values and keys, so that unaligned packing would show.
+        let value: Vec<String> = (0..(i % 5)).map(|j| "x".repeat((i + j) as usize % 13)).collect();
+        records.put(&i, &value).unwrap();
+    }
+    let count = allocations(|| {
+        let guard = records.get(&77).unwrap().unwrap();
+        assert_eq!(guard.len(), 2);
+    });
+    assert_eq!(count, 0, "an rkyv get on native allocated");
+    let guard = records.get(&77).unwrap().unwrap();
+    let address = (&*guard) as *const _ as *const u8 as usize;
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let inside = maps.lines().any(|line| {
+        let Some((range, rest)) = line.split_once(' ') else { return false };
+        let Some((start, end)) = range.split_once('-') else { return false };
+        let (start, end) =
+            (usize::from_str_radix(start, 16).unwrap(), usize::from_str_radix(end, 16).unwrap());
+        rest.contains("/native/seg-") && (start..end).contains(&address)
+    });
+    assert!(inside, "the archived value at {address:#x} is not inside a segment mapping");
+    assert_eq!(storage.aligned_copies(), 0, "native copied a value to align it");
 }
 
 #[cfg(feature = "redb")]

@@ -13,6 +13,8 @@ use std::path::Path;
 use crate::config::{DatabaseBackend, Durability};
 use crate::error::{Result, StorageError};
 
+#[cfg(feature = "native")]
+mod native;
 #[cfg(feature = "redb")]
 mod redb;
 #[cfg(feature = "rocksdb")]
@@ -23,6 +25,15 @@ mod sled;
 /// Bytes lent by an engine, kept alive by whatever the engine needs (a page, a pinned block,
 /// a reference-counted buffer), or owned when the engine could not lend them.
 pub(crate) enum RawBytes<'a> {
+    /// A value read in place from a native segment mapping (holds the segment).
+    #[cfg(feature = "native")]
+    Native(crate::engine::Value),
+    /// A key shared with the native engine's index.
+    #[cfg(feature = "native")]
+    NativeKey(std::sync::Arc<[u8]>),
+    /// Bytes borrowed from something the caller holds (a snapshot).
+    #[cfg_attr(not(feature = "native"), allow(dead_code))]
+    Borrowed(&'a [u8]),
     /// A redb value or key, holding its page and its read transaction (redb may free pages
     /// that no live transaction can see).
     #[cfg(feature = "redb")]
@@ -48,6 +59,11 @@ impl Deref for RawBytes<'_> {
     #[inline]
     fn deref(&self) -> &[u8] {
         match self {
+            #[cfg(feature = "native")]
+            RawBytes::Native(value) => value,
+            #[cfg(feature = "native")]
+            RawBytes::NativeKey(key) => key,
+            RawBytes::Borrowed(bytes) => bytes,
             #[cfg(feature = "redb")]
             RawBytes::Redb(guard) => guard.value(),
             #[cfg(feature = "sled")]
@@ -64,6 +80,9 @@ impl Deref for RawBytes<'_> {
 /// A table as an engine knows it, resolved once when the typed table is built.
 #[derive(Clone, Debug)]
 pub(crate) enum TableHandle {
+    /// A native table: its name and cached id.
+    #[cfg(feature = "native")]
+    Native(std::sync::Arc<native::NativeTable>),
     /// redb tables are opened by name inside each transaction.
     #[cfg(feature = "redb")]
     Redb(std::sync::Arc<str>),
@@ -216,8 +235,9 @@ pub(crate) struct EngineOptions {
 pub(crate) trait Engine: Send + Sync {
     /// Which backend this is.
     fn backend(&self) -> DatabaseBackend;
-    /// Opens the table `name`, creating it if missing.
-    fn open_table(&self, name: &str) -> Result<TableHandle>;
+    /// Opens the table `name`, creating it if missing. Its values' format needs them
+    /// aligned to `value_align` bytes (engines that can, store them so).
+    fn open_table(&self, name: &str, value_align: usize) -> Result<TableHandle>;
     /// Deletes the table `name` and its contents; `false` if there was none.
     fn drop_table(&self, name: &str) -> Result<bool>;
     /// The value under `key`, lent by the engine.
@@ -272,6 +292,8 @@ pub(crate) fn open_engine(
 ) -> Result<Box<dyn Engine>> {
     let _ = (dir, options);
     match backend {
+        #[cfg(feature = "native")]
+        DatabaseBackend::Native => Ok(Box::new(native::NativeEngine::open(dir, options)?)),
         #[cfg(feature = "redb")]
         DatabaseBackend::Redb => Ok(Box::new(redb::RedbEngine::open(dir, options)?)),
         #[cfg(feature = "sled")]

@@ -100,7 +100,7 @@ impl Engine for RedbEngine {
         BACKEND
     }
 
-    fn open_table(&self, name: &str) -> Result<TableHandle> {
+    fn open_table(&self, name: &str, _value_align: usize) -> Result<TableHandle> {
         let db = self.db.read();
         let txn = self.begin_write(&db, self.durability)?;
         txn.open_table(definition(name)).map_err(|e| err(format!("creating table `{name}`"), e))?;

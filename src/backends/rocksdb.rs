@@ -219,7 +219,7 @@ impl Engine for RocksEngine {
         BACKEND
     }
 
-    fn open_table(&self, name: &str) -> Result<TableHandle> {
+    fn open_table(&self, name: &str, _value_align: usize) -> Result<TableHandle> {
         let cf = cf_name(name);
         let _guard = self.write_lock.lock();
         self.cf_for_write(&cf)?;

@@ -251,7 +251,7 @@ impl Engine for SledEngine {
         BACKEND
     }
 
-    fn open_table(&self, name: &str) -> Result<TableHandle> {
+    fn open_table(&self, name: &str, _value_align: usize) -> Result<TableHandle> {
         let tree =
             self.db.open_tree(tree_name(name)).map_err(|e| err(format!("creating table `{name}`"), e))?;
         // The tree's creation is a metadata write like any other.

@@ -119,7 +119,7 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> TableBuilder<K, V, KF, VF> {
             }
             Err(e) => return Err(e),
         };
-        let handle = engine.open_table(&self.name)?;
+        let handle = engine.open_table(&self.name, VF::ALIGN)?;
         let restamp = match &stored {
             None => {
                 // A table without stamp may hold data of unknown layout (a crash between

@@ -64,6 +64,13 @@ pub fn raw_put(backend: DatabaseBackend, store: &Path, table: &str, key: &[u8], 
 /// or `dir` when it is not a directory), created if missing.
 pub fn raw_put_in(backend: DatabaseBackend, dir: &Path, table: &str, key: &[u8], value: &[u8]) {
     match backend {
+        #[cfg(feature = "native")]
+        DatabaseBackend::Native => {
+            let db = typed_kv::engine::Db::open(dir, typed_kv::engine::Options::default()).unwrap();
+            let t = db.table(table).unwrap();
+            let align = typed_kv::engine::ValueAlign::Packed;
+            db.write(&[typed_kv::engine::Op::Put { table: &t, key, value, align }]).unwrap();
+        }
         #[cfg(feature = "redb")]
         DatabaseBackend::Redb => {
             let file = if dir.is_dir() { dir.join("data.redb") } else { dir.to_owned() };
@@ -109,11 +116,15 @@ pub fn raw_put_in(backend: DatabaseBackend, dir: &Path, table: &str, key: &[u8],
     }
 }
 
-/// Generates `mod redb`, `mod sled`, `mod rocksdb` (each when compiled in), each with one
+/// Generates `mod native`, `mod redb`, `mod sled`, `mod rocksdb` (each when compiled in), each with one
 /// `#[test]` per listed function, called with that backend.
 #[macro_export]
 macro_rules! per_backend {
     ($($test:ident),* $(,)?) => {
+        #[cfg(feature = "native")]
+        mod native {
+            $( #[test] fn $test() { super::$test(typed_kv::DatabaseBackend::Native) } )*
+        }
         #[cfg(feature = "redb")]
         mod redb {
             $( #[test] fn $test() { super::$test(typed_kv::DatabaseBackend::Redb) } )*

@@ -1,0 +1,241 @@
+//! The native engine ([`crate::engine`]) as a typed-kv backend.
+//!
+//! Values are lent straight from the engine's mapped segments ([`engine::Value`]), and keys
+//! of range reads are shared with its index: reads copy nothing. Tables whose value format
+//! needs alignment are written with 16-byte-aligned values, so rkyv guards never copy.
+//!
+//! A handle caches its table's id. The id of a dropped table is never reused, so a handle
+//! whose table was dropped (and maybe created again) notices and looks the name up again,
+//! as the other backends do by name.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use super::{
+    CompactionReport, Engine, EngineOptions, EngineSnapshot, RawBatch, RawBytes, RawIter, TableHandle,
+};
+use crate::config::{DatabaseBackend, Durability};
+use crate::engine::{self, Db, Op, SyncMode, ValueAlign};
+use crate::error::{Result, StorageError};
+
+const BACKEND: DatabaseBackend = DatabaseBackend::Native;
+
+/// A typed-kv table on the native engine.
+#[derive(Debug)]
+pub(crate) struct NativeTable {
+    name: Arc<str>,
+    /// The table's engine id when last looked up.
+    id: AtomicU32,
+    align: ValueAlign,
+}
+
+impl NativeTable {
+    fn cached(&self) -> engine::Table {
+        engine::Table::from_parts(self.id.load(Ordering::Relaxed), Arc::clone(&self.name))
+    }
+}
+
+fn handle(table: &TableHandle) -> Result<&NativeTable> {
+    #[allow(unreachable_patterns)]
+    match table {
+        TableHandle::Native(t) => Ok(t),
+        _ => Err(TableHandle::foreign(BACKEND)),
+    }
+}
+
+/// The typed-kv error for an engine error, while doing `action`.
+pub(crate) fn err(action: impl Into<String>, e: engine::Error) -> StorageError {
+    match e {
+        engine::Error::Io { action, path, source } => StorageError::Io { action, path, source },
+        engine::Error::Locked { path } => StorageError::Locked { path, backend: BACKEND },
+        engine::Error::Corrupt { path, offset, reason } => StorageError::Corrupt { path, offset, reason },
+        other => StorageError::engine(BACKEND, action, Box::new(other)),
+    }
+}
+
+/// The native engine in one directory.
+pub(crate) struct NativeEngine {
+    db: Db,
+}
+
+impl NativeEngine {
+    pub(crate) fn open(dir: &Path, options: &EngineOptions) -> Result<Self> {
+        let sync = match options.durability {
+            Durability::Immediate => SyncMode::Always,
+            Durability::None => SyncMode::Never,
+        };
+        let db = Db::open(dir, engine::Options { sync, ..engine::Options::default() })
+            .map_err(|e| err(format!("opening {}", dir.display()), e))?;
+        Ok(NativeEngine { db })
+    }
+
+    /// The table of `handle` as it exists now, looked up again if it was dropped; `None` if
+    /// there is no table of that name.
+    fn current(&self, t: &NativeTable) -> Option<engine::Table> {
+        let cached = t.cached();
+        if self.db.has_table_id(cached.id()) {
+            return Some(cached);
+        }
+        let found = self.db.find_table(&t.name)?;
+        t.id.store(found.id(), Ordering::Relaxed);
+        Some(found)
+    }
+
+    /// Like [`current`](Self::current), but creates the table if it is missing (a write
+    /// through the handle of a dropped table brings it back, as on the other backends).
+    fn for_write(&self, t: &NativeTable) -> Result<engine::Table> {
+        if let Some(table) = self.current(t) {
+            return Ok(table);
+        }
+        let table = self.db.table(&t.name).map_err(|e| err(format!("creating table `{}`", t.name), e))?;
+        t.id.store(table.id(), Ordering::Relaxed);
+        Ok(table)
+    }
+}
+
+impl Engine for NativeEngine {
+    fn backend(&self) -> DatabaseBackend {
+        BACKEND
+    }
+
+    fn open_table(&self, name: &str, value_align: usize) -> Result<TableHandle> {
+        let table = self.db.table(name).map_err(|e| err(format!("opening table `{name}`"), e))?;
+        let align = if value_align > 1 { ValueAlign::Sixteen } else { ValueAlign::Packed };
+        Ok(TableHandle::Native(Arc::new(NativeTable {
+            name: Arc::from(name),
+            id: AtomicU32::new(table.id()),
+            align,
+        })))
+    }
+
+    fn drop_table(&self, name: &str) -> Result<bool> {
+        self.db.drop_table(name).map_err(|e| err(format!("deleting table `{name}`"), e))
+    }
+
+    /// Lent from the mapping: no copy, no allocation.
+    #[inline]
+    fn get<'a>(&'a self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'a>>> {
+        let t = handle(table)?;
+        if let Some(value) = self.db.get_by_id(t.id.load(Ordering::Relaxed), key) {
+            return Ok(Some(RawBytes::Native(value)));
+        }
+        Ok(self.current(t).and_then(|table| self.db.get(&table, key)).map(RawBytes::Native))
+    }
+
+    fn range<'a>(
+        &'a self,
+        table: &TableHandle,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Result<RawIter<'a>> {
+        let t = handle(table)?;
+        let Some(table) = self.current(t) else { return Ok(Box::new(std::iter::empty())) };
+        let entries = self.db.snapshot().into_range(&table, lower, upper);
+        Ok(Box::new(entries.map(|(key, value)| Ok((RawBytes::NativeKey(key), RawBytes::Native(value))))))
+    }
+
+    fn len(&self, table: &TableHandle) -> Result<u64> {
+        let t = handle(table)?;
+        Ok(self.current(t).map_or(0, |table| self.db.snapshot().len(&table) as u64))
+    }
+
+    fn snapshot<'a>(&'a self) -> Result<Box<dyn EngineSnapshot + 'a>> {
+        Ok(Box::new(NativeSnapshot { snapshot: self.db.snapshot() }))
+    }
+
+    fn write(&self, batch: &RawBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tables = batch
+            .tables()
+            .map(|t| {
+                let t = handle(t)?;
+                Ok((self.for_write(t)?, t.align))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut ops = Vec::with_capacity(batch.len());
+        for write in batch.writes() {
+            let Some((table, align)) = tables.get(write.slot) else {
+                return Err(StorageError::engine(
+                    BACKEND,
+                    "writing a batch",
+                    "a write names a table slot the batch does not have",
+                ));
+            };
+            ops.push(match write.value {
+                Some(value) => Op::Put { table, key: write.key, value, align: *align },
+                None => Op::Delete { table, key: write.key },
+            });
+        }
+        self.db.write(&ops).map_err(|e| err("writing a batch", e))
+    }
+
+    fn remove(&self, table: &TableHandle, key: &[u8]) -> Result<bool> {
+        let t = handle(table)?;
+        let Some(table) = self.current(t) else { return Ok(false) };
+        self.db.delete(&table, key).map_err(|e| err(format!("removing from table `{}`", t.name), e))
+    }
+
+    fn clear(&self, table: &TableHandle) -> Result<()> {
+        let t = handle(table)?;
+        let table = self.for_write(t)?;
+        self.db
+            .write(&[Op::Clear { table: &table }])
+            .map_err(|e| err(format!("clearing table `{}`", t.name), e))
+    }
+
+    fn compact(&self) -> Result<CompactionReport> {
+        let before = self.disk_size()?;
+        self.db.compact().map_err(|e| err("compacting", e))?;
+        Ok(CompactionReport::Compacted { before, after: self.disk_size()? })
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(|e| err("syncing", e))
+    }
+
+    fn disk_size(&self) -> Result<u64> {
+        self.db.disk_size().map_err(|e| err("measuring", e))
+    }
+}
+
+/// A consistent view: one published version of the engine's index.
+struct NativeSnapshot {
+    snapshot: engine::Snapshot,
+}
+
+impl NativeSnapshot {
+    /// The table of `handle` in this snapshot, by cached id or else by name.
+    fn table(&self, table: &TableHandle) -> Result<Option<engine::Table>> {
+        let t = handle(table)?;
+        let cached = t.cached();
+        if self.snapshot.has_table_id(cached.id()) {
+            return Ok(Some(cached));
+        }
+        Ok(self.snapshot.find_table(&t.name))
+    }
+}
+
+impl EngineSnapshot for NativeSnapshot {
+    fn get<'s>(&'s self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'s>>> {
+        Ok(self.table(table)?.and_then(|t| self.snapshot.get(&t, key)).map(RawBytes::Native))
+    }
+
+    fn range<'s>(
+        &'s self,
+        table: &TableHandle,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Result<RawIter<'s>> {
+        let Some(t) = self.table(table)? else { return Ok(Box::new(std::iter::empty())) };
+        let entries = self.snapshot.range(&t, lower, upper);
+        Ok(Box::new(entries.map(|(key, value)| Ok((RawBytes::Borrowed(key), RawBytes::Native(value))))))
+    }
+
+    fn len(&self, table: &TableHandle) -> Result<u64> {
+        Ok(self.table(table)?.map_or(0, |t| self.snapshot.len(&t) as u64))
+    }
+}

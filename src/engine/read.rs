@@ -1,0 +1,217 @@
+//! The read side: values borrowed from mapped segments, and snapshots of the index.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::ops::{Bound, Deref};
+use std::sync::Arc;
+
+use super::index::{IndexKey, Loc, Version};
+use super::segment::Segment;
+use super::Table;
+
+/// A value, read in place from its memory-mapped segment. It holds the segment, so it stays
+/// valid after the key is overwritten, the segment compacted or the file deleted. Values of
+/// tables written with [`ValueAlign::Sixteen`](super::ValueAlign::Sixteen) start at a
+/// 16-byte-aligned address.
+#[derive(Clone)]
+pub struct Value {
+    segment: Arc<Segment>,
+    offset: u64,
+    len: usize,
+}
+
+impl Value {
+    /// The value at `loc` of `segment`.
+    #[inline]
+    pub(crate) fn new(segment: &Arc<Segment>, loc: &Loc) -> Value {
+        Value { segment: Arc::clone(segment), offset: loc.offset, len: loc.len as usize }
+    }
+
+    /// The id of the segment holding the value.
+    pub fn segment_id(&self) -> u32 {
+        self.segment.id()
+    }
+}
+
+impl Deref for Value {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        // Index entries are checked against the segment when they are made (appended,
+        // recovered, or read from a hint), so this is never empty for a real value.
+        self.segment.bytes(self.offset, self.len).unwrap_or(&[])
+    }
+}
+
+impl AsRef<[u8]> for Value {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Value").field("segment", &self.segment.id()).field("len", &self.len).finish()
+    }
+}
+
+/// A consistent view of every table at one commit. Taking one is a reference count
+/// increment; holding one costs nothing to writers (they copy the index paths they change).
+#[derive(Clone)]
+pub struct Snapshot {
+    pub(crate) version: Arc<Version>,
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot").field("seq", &self.version.seq).finish()
+    }
+}
+
+impl Snapshot {
+    /// The table `name`, if it exists in this snapshot.
+    pub fn find_table(&self, name: &str) -> Option<Table> {
+        self.version.names.get(name).map(|&id| Table::from_parts(id, Arc::from(name)))
+    }
+
+    /// Whether a table with this id exists in this snapshot.
+    pub(crate) fn has_table_id(&self, id: u32) -> bool {
+        self.version.tables.contains_key(&id)
+    }
+
+    /// The value under `key` in `table`.
+    #[inline]
+    pub fn get(&self, table: &Table, key: &[u8]) -> Option<Value> {
+        let (segment, loc) = self.version.lookup(table.id, key)?;
+        Some(Value::new(segment, &loc))
+    }
+
+    /// Whether `table` holds `key`.
+    pub fn contains_key(&self, table: &Table, key: &[u8]) -> bool {
+        self.version.table(table.id).is_some_and(|t| t.map.contains_key(key))
+    }
+
+    /// Number of keys in `table` (0 if it does not exist in this snapshot).
+    pub fn len(&self, table: &Table) -> usize {
+        self.version.table(table.id).map_or(0, |t| t.map.len())
+    }
+
+    /// Whether `table` has no key in this snapshot.
+    pub fn is_empty(&self, table: &Table) -> bool {
+        self.len(table) == 0
+    }
+
+    /// Entries of `table` with keys within the bounds, in key order, borrowing the snapshot.
+    pub fn range<'s>(&'s self, table: &Table, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Range<'s> {
+        let iter = match self.version.table(table.id) {
+            Some(t) if !is_empty_range(lower, upper) => Some(t.map.range::<_, [u8]>((lower, upper))),
+            _ => None,
+        };
+        Range { iter, version: &self.version }
+    }
+
+    /// Like [`range`](Self::range), but the iterator owns the snapshot (and copies no key:
+    /// keys are shared with the index).
+    pub fn into_range(self, table: &Table, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> OwnedRange {
+        OwnedRange {
+            snapshot: self,
+            table: table.id,
+            lower: lower.map(|k| IndexKey(Arc::from(k))),
+            upper: upper.map(|k| IndexKey(Arc::from(k))),
+            buffer: VecDeque::new(),
+            chunk: 8,
+            done: false,
+        }
+    }
+}
+
+/// Whether no key can lie within the bounds (ordered maps refuse such ranges).
+fn is_empty_range(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
+    match (lower, upper) {
+        (Bound::Included(l), Bound::Included(u)) => l > u,
+        (Bound::Included(l) | Bound::Excluded(l), Bound::Included(u) | Bound::Excluded(u)) => l >= u,
+        _ => false,
+    }
+}
+
+/// Entries of a [`Snapshot::range`]: keys and values borrowed from the snapshot.
+pub struct Range<'s> {
+    iter: Option<imbl::ordmap::RangedIter<'s, IndexKey, Loc, imbl::shared_ptr::DefaultSharedPtr>>,
+    version: &'s Version,
+}
+
+impl<'s> Iterator for Range<'s> {
+    type Item = (&'s [u8], Value);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (key, loc) = self.iter.as_mut()?.next()?;
+            // Every index entry's segment is in the same version; skip rather than panic.
+            if let Some(segment) = self.version.segments.get(&loc.segment) {
+                return Some((&key.0, Value::new(segment, loc)));
+            }
+        }
+    }
+}
+
+/// Entries of a [`Snapshot::into_range`]: the iterator owns its snapshot. It reads ahead a
+/// few entries at a time (a growing chunk), so short scans stay cheap and long ones pay one
+/// index descent per chunk.
+pub struct OwnedRange {
+    snapshot: Snapshot,
+    table: u32,
+    lower: Bound<IndexKey>,
+    upper: Bound<IndexKey>,
+    buffer: VecDeque<(IndexKey, Value)>,
+    chunk: usize,
+    done: bool,
+}
+
+impl OwnedRange {
+    fn refill(&mut self) {
+        let version = &self.snapshot.version;
+        let Some(table) = version.table(self.table) else {
+            self.done = true;
+            return;
+        };
+        let lower = match &self.lower {
+            Bound::Included(k) => Bound::Included(&k.0[..]),
+            Bound::Excluded(k) => Bound::Excluded(&k.0[..]),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let upper = match &self.upper {
+            Bound::Included(k) => Bound::Included(&k.0[..]),
+            Bound::Excluded(k) => Bound::Excluded(&k.0[..]),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        if is_empty_range(lower, upper) {
+            self.done = true;
+            return;
+        }
+        let mut last = None;
+        for (key, loc) in table.map.range::<_, [u8]>((lower, upper)).take(self.chunk) {
+            if let Some(segment) = version.segments.get(&loc.segment) {
+                self.buffer.push_back((key.clone(), Value::new(segment, loc)));
+            }
+            last = Some(key.clone());
+        }
+        match last {
+            Some(key) => self.lower = Bound::Excluded(key),
+            None => self.done = true,
+        }
+        self.chunk = (self.chunk * 2).min(256);
+    }
+}
+
+impl Iterator for OwnedRange {
+    /// The key (shared with the index, not copied) and the value.
+    type Item = (Arc<[u8]>, Value);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buffer.is_empty() && !self.done {
+            self.refill();
+        }
+        self.buffer.pop_front().map(|(k, v)| (k.0, v))
+    }
+}

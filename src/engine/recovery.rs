@@ -1,0 +1,343 @@
+//! Opening: lock the directory, map the segments, load the newest usable hint, replay the
+//! log after it, and cut off a torn tail. Rules in `docs/design.md` §4.
+//!
+//! Replay resolves each key by sequence number, not by position: compaction copies live
+//! records (with their original sequence numbers) to the head of the log, so a copy may sit
+//! after a newer record of another key, or after a tombstone it predates.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::TryLockError;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::error::{Error, Result};
+use super::hint;
+use super::index::{IndexKey, Loc, TableMap, TableState, Usage, Version};
+use super::io::{OpenMode, VfsFile};
+use super::record::{self, Decoded, Kind, Next, SegmentHeader, SEGMENT_HEADER_LEN};
+use super::segment::{self, Segment};
+use super::tables::{self, TableDir};
+use super::writer::{Active, Placement, Writer};
+use super::Options;
+
+/// What the last open found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Whether a hint file (index snapshot) was loaded.
+    pub hint_used: bool,
+    /// Why the newest hint was not used, if one existed and was rejected.
+    pub hint_rejected: Option<String>,
+    /// Batches replayed from the log (after the hint).
+    pub batches_replayed: u64,
+    /// Bytes of log scanned.
+    pub bytes_scanned: u64,
+    /// Bytes cut off the end of the newest segment (a torn, never acknowledged tail).
+    pub torn_tail_bytes: u64,
+    /// Damaged batches dropped by [`Options::repair`](super::Options::repair): file, offset
+    /// and reason of each.
+    pub repaired: Vec<String>,
+}
+
+/// The result of opening.
+pub(crate) struct Recovered {
+    pub(crate) writer: Writer,
+    pub(crate) report: RecoveryReport,
+    pub(crate) lock: std::fs::File,
+}
+
+/// A mapped segment during recovery, with its file (kept for the newest one).
+struct Opened {
+    segment: Arc<Segment>,
+    file: Arc<dyn VfsFile>,
+}
+
+/// Takes the directory's exclusive lock.
+fn lock(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("opening", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked { path: dir.to_owned() }),
+        Err(TryLockError::Error(e)) => Err(Error::io("locking", path, e)),
+    }
+}
+
+pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
+    let vfs = &*options.vfs;
+    vfs.create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    let lock = lock(dir)?;
+    let mut report = RecoveryReport::default();
+    let names = vfs.list(dir).map_err(|e| Error::io("listing", dir, e))?;
+    let mut segment_ids = Vec::new();
+    let mut hints = Vec::new();
+    for name in &names {
+        if name.ends_with(".tmp") {
+            // An interrupted hint or table-directory write: never renamed, never used.
+            let _ = vfs.remove_file(&dir.join(name));
+        } else if let Some(id) = segment::parse_file_name(name) {
+            segment_ids.push(id);
+        } else if let Some(seq) = hint::parse_file_name(name) {
+            hints.push((seq, name.clone()));
+        }
+    }
+    segment_ids.sort_unstable();
+    hints.sort_unstable_by(|a, b| b.cmp(a));
+    let table_dir = tables::read(vfs, dir)?.unwrap_or(TableDir { next_id: 1, tables: Vec::new() });
+
+    // Map every segment; a newest segment without a valid header was being created when the
+    // process died, and holds nothing acknowledged.
+    let mut opened: BTreeMap<u32, Opened> = BTreeMap::new();
+    while let Some(&id) = segment_ids.last() {
+        let path = dir.join(segment::file_name(id));
+        let file = vfs.open(&path, OpenMode::ReadWrite).map_err(|e| Error::io("opening", &path, e))?;
+        let len = file.size().map_err(|e| Error::io("measuring", &path, e))?;
+        let mut header = [0u8; SEGMENT_HEADER_LEN];
+        let header_ok = len >= SEGMENT_HEADER_LEN as u64
+            && file.read_exact_at(&mut header, 0).is_ok()
+            && SegmentHeader::decode(&header).is_ok_and(|h| h.id == id);
+        if header_ok {
+            break;
+        }
+        vfs.remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+        report.torn_tail_bytes += len;
+        segment_ids.pop();
+    }
+    let newest = segment_ids.last().copied();
+    for &id in &segment_ids {
+        let path = dir.join(segment::file_name(id));
+        let file = vfs.open(&path, OpenMode::ReadWrite).map_err(|e| Error::io("opening", &path, e))?;
+        let len = file.size().map_err(|e| Error::io("measuring", &path, e))?;
+        let capacity =
+            if Some(id) == newest { options.segment_size.max(len).next_multiple_of(4096) } else { len };
+        if len < SEGMENT_HEADER_LEN as u64 {
+            return Err(Error::corrupt(path, 0, format!("a sealed segment of {len} bytes has no header")));
+        }
+        let capacity =
+            usize::try_from(capacity).map_err(|_| Error::corrupt(&path, 0, "segment too large to map"))?;
+        let map = file.map(capacity).map_err(|e| Error::io("mapping", &path, e))?;
+        let segment = Segment::new(id, path.clone(), map, len);
+        match SegmentHeader::decode(segment.written_bytes()) {
+            Ok(header) if header.id == id => {}
+            Ok(header) => {
+                return Err(Error::corrupt(path, 8, format!("the header says segment {}", header.id)));
+            }
+            Err(reason) => return Err(Error::corrupt(path, 0, reason)),
+        }
+        opened.insert(id, Opened { segment, file });
+    }
+
+    // The newest usable hint.
+    let segment_len = |id: u32| opened.get(&id).map(|o| o.segment.written());
+    let mut loaded = None;
+    if let Some((_, name)) = hints.first() {
+        match hint::read(vfs, dir, name, &segment_len) {
+            Ok(h) if segment_len(h.resume.0).is_some_and(|len| h.resume.1 <= len) => loaded = Some(h),
+            Ok(h) => {
+                report.hint_rejected =
+                    Some(format!("{name}: resume point {:?} is not in the log (compacted since)", h.resume))
+            }
+            Err(e) => report.hint_rejected = Some(e.to_string()),
+        }
+    }
+
+    let mut version = Version::default();
+    for (id, name) in &table_dir.tables {
+        let name: Arc<str> = Arc::from(name.as_str());
+        version.names.insert(Arc::clone(&name), *id);
+        version.tables.insert(*id, TableState { name, map: TableMap::new() });
+    }
+    for (id, o) in &opened {
+        version.segments.insert(*id, Arc::clone(&o.segment));
+    }
+    let mut start = opened.keys().next().map_or((0, 0), |&id| (id, SEGMENT_HEADER_LEN as u64));
+    let mut max_seq = 0;
+    if let Some(h) = loaded {
+        report.hint_used = true;
+        for (id, map) in h.tables {
+            // Tables dropped after the hint was written are gone from the directory.
+            if let Some(state) = version.tables.get_mut(&id) {
+                state.map = map;
+            }
+        }
+        start = h.resume;
+        max_seq = h.seq;
+    }
+
+    let mut replay =
+        Replay { version: &mut version, deleted: HashMap::new(), cleared: HashMap::new(), max_seq };
+    for (&id, o) in &opened {
+        if id < start.0 {
+            continue;
+        }
+        let from = if id == start.0 { start.1 } else { SEGMENT_HEADER_LEN as u64 };
+        let is_newest = Some(id) == newest;
+        let scanned = replay.segment(o, from as usize, &table_dir)?;
+        report.batches_replayed += scanned.batches;
+        report.bytes_scanned += scanned.end as u64 - from;
+        let len = o.segment.written();
+        if let Some((offset, reason)) = scanned.damage {
+            let path = o.segment.path();
+            if !is_newest && !options.repair {
+                return Err(Error::corrupt(path, offset as u64, reason));
+            }
+            if !is_newest {
+                report.repaired.push(format!(
+                    "{} at offset {offset}: {reason} ({} bytes dropped)",
+                    path.display(),
+                    len - scanned.end as u64
+                ));
+            } else {
+                report.torn_tail_bytes += len - scanned.end as u64;
+            }
+            o.file.set_len(scanned.end as u64).map_err(|e| Error::io("truncating", path, e))?;
+            o.file.sync_data().map_err(|e| Error::io("syncing", path, e))?;
+            o.segment.truncate_written(scanned.end as u64);
+        } else if scanned.end as u64 != len {
+            // Zeros after the last batch of the newest segment: an append that never reached
+            // the file. Cut them so the next batch follows the last one.
+            let path = o.segment.path();
+            report.torn_tail_bytes += len - scanned.end as u64;
+            o.file.set_len(scanned.end as u64).map_err(|e| Error::io("truncating", path, e))?;
+            o.file.sync_data().map_err(|e| Error::io("syncing", path, e))?;
+            o.segment.truncate_written(scanned.end as u64);
+        }
+    }
+    let max_seq = replay.max_seq;
+
+    let place = Placement { vfs, dir, segment_size: options.segment_size };
+    let (active, next_segment_id) = match newest.and_then(|id| opened.remove(&id)) {
+        Some(o) => {
+            let pos = o.segment.written();
+            let id = o.segment.id();
+            (Active { file: o.file, segment: o.segment, pos }, id + 1)
+        }
+        None => {
+            let active = Writer::create_segment(&place, 1, max_seq + 1, 0)?;
+            version.segments.insert(1, Arc::clone(&active.segment));
+            (active, 2)
+        }
+    };
+    version.seq = max_seq;
+    version.end = (active.segment.id(), active.pos);
+    let usage = Usage::recount(&version);
+    let writer = Writer::new(version, active, max_seq + 1, next_segment_id, usage, table_dir);
+    Ok(Recovered { writer, report, lock })
+}
+
+/// What scanning one segment found.
+struct Scanned {
+    /// Offset just past the last whole batch.
+    end: usize,
+    batches: u64,
+    /// Where the first damaged or incomplete batch starts, and what is wrong.
+    damage: Option<(usize, String)>,
+}
+
+/// Replay state: what tombstones and clears seen so far hide.
+struct Replay<'v> {
+    version: &'v mut Version,
+    /// Highest tombstone sequence number per (table, key).
+    deleted: HashMap<(u32, Box<[u8]>), u64>,
+    /// Highest clear sequence number per table.
+    cleared: HashMap<u32, u64>,
+    max_seq: u64,
+}
+
+impl Replay<'_> {
+    /// Replays the whole batches of `o` from `from`.
+    fn segment(&mut self, o: &Opened, from: usize, tables: &TableDir) -> Result<Scanned> {
+        let bytes = o.segment.written_bytes();
+        let mut batch: Vec<Decoded> = Vec::new();
+        let mut batch_start = from;
+        let mut pos = from;
+        let mut batches = 0;
+        loop {
+            match record::decode(bytes, 0, pos) {
+                Next::Record(d) => {
+                    pos = d.end;
+                    batch.push(d);
+                    if d.commit {
+                        for d in batch.drain(..) {
+                            self.apply(o, bytes, &d, tables)?;
+                        }
+                        batches += 1;
+                        batch_start = pos;
+                    }
+                }
+                Next::End => {
+                    let rest = &bytes[pos.min(bytes.len())..];
+                    let damage = if !batch.is_empty() {
+                        Some((batch_start, "the last batch has no commit record".to_owned()))
+                    } else if rest.iter().any(|&b| b != 0) {
+                        Some((pos, "garbage after the end of the log".to_owned()))
+                    } else {
+                        None
+                    };
+                    return Ok(Scanned { end: batch_start, batches, damage });
+                }
+                Next::Bad(reason) => {
+                    return Ok(Scanned {
+                        end: batch_start,
+                        batches,
+                        damage: Some((batch_start, format!("record at offset {pos}: {reason}"))),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Applies one record, by sequence number.
+    fn apply(&mut self, o: &Opened, bytes: &[u8], d: &Decoded, tables: &TableDir) -> Result<()> {
+        self.max_seq = self.max_seq.max(d.seq);
+        let Some(state) = self.version.tables.get_mut(&d.table) else {
+            if d.table >= tables.next_id {
+                return Err(Error::corrupt(
+                    o.segment.path(),
+                    d.key as u64,
+                    format!("a record of table id {}, which was never created", d.table),
+                ));
+            }
+            return Ok(()); // a dropped table
+        };
+        let key = &bytes[d.key..d.key + d.key_len];
+        match d.kind {
+            Kind::Put => {
+                if self.cleared.get(&d.table).is_some_and(|&s| d.seq < s)
+                    || (!self.deleted.is_empty()
+                        && self.deleted.get(&(d.table, Box::from(key))).is_some_and(|&s| d.seq < s))
+                    || state.map.get(key).is_some_and(|l| l.seq > d.seq)
+                {
+                    return Ok(());
+                }
+                let loc = Loc {
+                    offset: d.value as u64,
+                    seq: d.seq,
+                    segment: o.segment.id(),
+                    len: d.value_len as u32,
+                };
+                state.map.insert(IndexKey(Arc::from(key)), loc);
+            }
+            Kind::Tombstone => {
+                if state.map.get(key).is_some_and(|l| l.seq <= d.seq) {
+                    state.map.remove(key);
+                }
+                let seen = self.deleted.entry((d.table, Box::from(key))).or_default();
+                *seen = (*seen).max(d.seq);
+            }
+            Kind::Clear => {
+                let seen = self.cleared.entry(d.table).or_default();
+                *seen = (*seen).max(d.seq);
+                let keep: TableMap =
+                    state.map.iter().filter(|(_, l)| l.seq > d.seq).map(|(k, l)| (k.clone(), *l)).collect();
+                state.map = keep;
+            }
+        }
+        Ok(())
+    }
+}

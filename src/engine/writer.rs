@@ -1,0 +1,360 @@
+//! The write path: append a batch to the active segment, apply it to the writer's index,
+//! and make it durable and visible (group commit).
+//!
+//! One writer at a time holds [`Writer`]: it encodes the batch, writes it with one call,
+//! applies it to its working [`Version`] and queues that version. Durability happens after
+//! the writer lock is released: the first committer to need a sync becomes the syncer, syncs
+//! once for every batch appended so far, and publishes the newest synced version; the others
+//! wait on a condition variable. Readers only ever see synced versions (with
+//! [`SyncMode::Always`](super::SyncMode::Always)).
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::error::{Error, Result};
+use super::index::{IndexKey, Loc, TableMap, Usage, Version};
+use super::io::{OpenMode, Vfs, VfsFile};
+use super::record::{self, Kind, RecordRef, SegmentHeader, MAX_KEY_LEN, MAX_VALUE_LEN, SEGMENT_HEADER_LEN};
+use super::segment::{self, Segment};
+use super::tables::TableDir;
+use super::{Op, ValueAlign};
+
+/// The segment being appended to.
+pub(crate) struct Active {
+    pub(crate) file: Arc<dyn VfsFile>,
+    pub(crate) segment: Arc<Segment>,
+    /// Offset where the next batch goes.
+    pub(crate) pos: u64,
+}
+
+/// What only the writer touches.
+pub(crate) struct Writer {
+    /// The index with every appended batch applied, synced or not.
+    pub(crate) working: Version,
+    pub(crate) active: Active,
+    pub(crate) next_seq: u64,
+    pub(crate) next_segment_id: u32,
+    pub(crate) usage: Usage,
+    /// The table directory as last written.
+    pub(crate) tables: TableDir,
+    /// Log bytes appended since the last hint.
+    pub(crate) since_hint: u64,
+    /// Sealed segments since the maintenance thread last looked.
+    pub(crate) rotations: u64,
+    /// Segment and file offset of the last appended batch.
+    pub(crate) last_batch: (u32, u64),
+    buf: Vec<u8>,
+    placed: Vec<record::Placed>,
+}
+
+/// A batch appended but not yet synced.
+struct Pending {
+    seq: u64,
+    version: Arc<Version>,
+    file: Arc<dyn VfsFile>,
+}
+
+/// Group-commit state.
+#[derive(Default)]
+pub(crate) struct SyncState {
+    /// Every batch up to this sequence number is durable.
+    synced: u64,
+    /// The newest version published, by sequence number: publication never goes back.
+    published: u64,
+    /// A committer is syncing right now.
+    syncing: bool,
+    /// Appended batches waiting for a sync, oldest first.
+    pending: VecDeque<Pending>,
+    /// Set when a sync failed: waiters give up with this error.
+    failed: Option<String>,
+}
+
+/// Where the writer's segments live and how big they grow.
+pub(crate) struct Placement<'a> {
+    pub(crate) vfs: &'a dyn Vfs,
+    pub(crate) dir: &'a Path,
+    pub(crate) segment_size: u64,
+}
+
+/// Page size used to round mapping capacities.
+const PAGE: u64 = 4096;
+
+impl Writer {
+    pub(crate) fn new(
+        working: Version,
+        active: Active,
+        next_seq: u64,
+        next_segment_id: u32,
+        usage: Usage,
+        tables: TableDir,
+    ) -> Self {
+        Writer {
+            working,
+            active,
+            next_seq,
+            next_segment_id,
+            usage,
+            tables,
+            since_hint: 0,
+            rotations: 0,
+            last_batch: (0, 0),
+            buf: Vec::new(),
+            placed: Vec::new(),
+        }
+    }
+
+    /// Creates segment `id` with room for at least `min_capacity` bytes, durable in the
+    /// directory, and returns it as the active segment to be.
+    pub(crate) fn create_segment(
+        place: &Placement<'_>,
+        id: u32,
+        first_seq: u64,
+        min_capacity: u64,
+    ) -> Result<Active> {
+        let path = place.dir.join(segment::file_name(id));
+        let file = place.vfs.open(&path, OpenMode::CreateNew).map_err(|e| Error::io("creating", &path, e))?;
+        let header = SegmentHeader { id, first_seq }.encode();
+        file.write_all_at(&header, 0).map_err(|e| Error::io("writing", &path, e))?;
+        file.sync_data().map_err(|e| Error::io("syncing", &path, e))?;
+        place.vfs.sync_dir(place.dir).map_err(|e| Error::io("syncing directory", place.dir, e))?;
+        let capacity = place.segment_size.max(min_capacity).next_multiple_of(PAGE);
+        let map = file.map(capacity as usize).map_err(|e| Error::io("mapping", &path, e))?;
+        let segment = Segment::new(id, path, map, SEGMENT_HEADER_LEN as u64);
+        Ok(Active { file, segment, pos: SEGMENT_HEADER_LEN as u64 })
+    }
+
+    /// Seals the active segment (synced, so a sealed segment never ends in a torn batch) and
+    /// starts a new one with room for `min_capacity` bytes.
+    pub(crate) fn rotate(&mut self, place: &Placement<'_>, min_capacity: u64) -> Result<()> {
+        let sealed = self.active.segment.path().to_owned();
+        self.active.file.sync_data().map_err(|e| Error::io("syncing", sealed, e))?;
+        let id = self.next_segment_id;
+        let active =
+            Self::create_segment(place, id, self.next_seq, min_capacity + SEGMENT_HEADER_LEN as u64)?;
+        self.next_segment_id += 1;
+        self.working.segments.insert(id, Arc::clone(&active.segment));
+        self.active = active;
+        self.rotations += 1;
+        Ok(())
+    }
+
+    /// Checks every op against the limits and the tables that exist.
+    fn check(&self, ops: &[Op<'_>]) -> Result<()> {
+        for op in ops {
+            let (table, key, value) = match *op {
+                Op::Put { table, key, value, .. } => (table, key, value),
+                Op::Delete { table, key } => (table, key, &[][..]),
+                Op::Clear { table } => (table, &[][..], &[][..]),
+            };
+            if key.len() > MAX_KEY_LEN {
+                return Err(Error::TooLarge { what: "key", len: key.len(), max: MAX_KEY_LEN });
+            }
+            if value.len() > MAX_VALUE_LEN {
+                return Err(Error::TooLarge { what: "value", len: value.len(), max: MAX_VALUE_LEN });
+            }
+            if self.working.table(table.id).is_none() {
+                return Err(Error::NoSuchTable { name: table.name.to_string() });
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes `ops` as one batch of sequence number `seq` (or, for compaction copies, each
+    /// record's own), for file offset `base`.
+    fn encode(&mut self, ops: &[Op<'_>], seqs: Option<&[u64]>, seq: u64, base: u64) {
+        self.buf.clear();
+        self.placed.clear();
+        let last = ops.len().saturating_sub(1);
+        for (i, op) in ops.iter().enumerate() {
+            let (kind, table, key, value, aligned) = match *op {
+                Op::Put { table, key, value, align } => {
+                    (Kind::Put, table, key, value, align == ValueAlign::Sixteen)
+                }
+                Op::Delete { table, key } => (Kind::Tombstone, table, key, &[][..], false),
+                Op::Clear { table } => (Kind::Clear, table, &[][..], &[][..], false),
+            };
+            let seq = seqs.and_then(|s| s.get(i).copied()).unwrap_or(seq);
+            let record = RecordRef { kind, commit: i == last, aligned, seq, table: table.id, key, value };
+            let placed = record::encode(&mut self.buf, base, &record);
+            self.placed.push(placed);
+        }
+    }
+
+    /// Appends `ops` as one atomic batch and applies it to the working version. Returns
+    /// the batch's sequence number. `seqs` gives compaction copies their original sequence
+    /// numbers; they are applied by the caller.
+    pub(crate) fn append(
+        &mut self,
+        place: &Placement<'_>,
+        ops: &[Op<'_>],
+        seqs: Option<&[u64]>,
+    ) -> Result<u64> {
+        self.check(ops)?;
+        let seq = self.next_seq;
+        let mut base = self.active.pos;
+        self.encode(ops, seqs, seq, base);
+        if base + self.buf.len() as u64 > self.active.segment.capacity() {
+            // Padding depends on the offset: leave room for the worst case.
+            let worst = self.buf.len() as u64 + (ops.len() as u64) * record::VALUE_ALIGN as u64;
+            self.rotate(place, worst)?;
+            base = self.active.pos;
+            self.encode(ops, seqs, seq, base);
+        }
+        let path = self.active.segment.path();
+        self.active.file.write_all_at(&self.buf, base).map_err(|e| Error::io("appending to", path, e))?;
+        let end = base + self.buf.len() as u64;
+        self.last_batch = (self.active.segment.id(), base);
+        self.active.pos = end;
+        self.active.segment.set_written(end);
+        self.since_hint += self.buf.len() as u64;
+        self.next_seq += 1;
+        if seqs.is_none() {
+            let segment = self.active.segment.id();
+            for (op, placed) in ops.iter().zip(&self.placed) {
+                let loc = |value: &[u8]| Loc {
+                    offset: base + placed.value_offset as u64,
+                    seq,
+                    segment,
+                    len: value.len() as u32,
+                };
+                apply(&mut self.working, &mut self.usage, op, loc);
+            }
+        }
+        self.working.seq = seq;
+        self.working.end = (self.active.segment.id(), end);
+        Ok(seq)
+    }
+
+    /// File offsets of the values of the last appended batch, one per op.
+    pub(crate) fn last_value_offsets(&self) -> impl Iterator<Item = u64> + '_ {
+        let base = self.last_batch.1;
+        self.placed.iter().map(move |p| base + p.value_offset as u64)
+    }
+
+    /// Bytes of the last appended batch.
+    pub(crate) fn last_batch_len(&self) -> u64 {
+        self.buf.len() as u64
+    }
+
+    /// The file of the active segment.
+    pub(crate) fn active_file(&self) -> Arc<dyn VfsFile> {
+        Arc::clone(&self.active.file)
+    }
+}
+
+/// Applies one op, in log order, to `version`.
+fn apply(version: &mut Version, usage: &mut Usage, op: &Op<'_>, loc: impl Fn(&[u8]) -> Loc) {
+    match *op {
+        Op::Put { table, key, value, .. } => {
+            let Some(state) = version.tables.get_mut(&table.id) else { return };
+            let loc = loc(value);
+            usage.add(key.len(), &loc);
+            if let Some(old) = state.map.insert(IndexKey(Arc::from(key)), loc) {
+                usage.remove(key.len(), &old);
+            }
+        }
+        Op::Delete { table, key } => {
+            let Some(state) = version.tables.get_mut(&table.id) else { return };
+            if let Some(old) = state.map.remove(key) {
+                usage.remove(key.len(), &old);
+            }
+        }
+        Op::Clear { table } => {
+            let Some(state) = version.tables.get_mut(&table.id) else { return };
+            for (key, old) in state.map.iter() {
+                usage.remove(key.0.len(), old);
+            }
+            state.map = TableMap::new();
+        }
+    }
+}
+
+/// Group commit: durability and publication of appended batches.
+pub(crate) struct Syncer {
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+impl Syncer {
+    pub(crate) fn new(synced: u64) -> Self {
+        Syncer {
+            state: Mutex::new(SyncState { synced, published: synced, ..SyncState::default() }),
+            done: Condvar::new(),
+        }
+    }
+
+    /// Records that every batch up to `seq` is durable and published by the caller (who
+    /// holds the writer lock and synced the log itself).
+    pub(crate) fn mark_synced(&self, seq: u64) {
+        let mut state = self.state.lock();
+        state.synced = state.synced.max(seq);
+        state.published = state.published.max(seq);
+        while state.pending.front().is_some_and(|p| p.seq <= seq) {
+            state.pending.pop_front();
+        }
+        self.done.notify_all();
+    }
+
+    /// Queues the version of batch `seq` (call with the writer lock held, so the queue is
+    /// in log order).
+    pub(crate) fn push(&self, seq: u64, version: Arc<Version>, file: Arc<dyn VfsFile>) {
+        self.state.lock().pending.push_back(Pending { seq, version, file });
+    }
+
+    /// Returns once batch `seq` is durable, and published through `publish`. One waiter
+    /// syncs for all; `on_sync` counts syncs; `poison` records a failure.
+    pub(crate) fn wait(
+        &self,
+        seq: u64,
+        publish: &dyn Fn(Arc<Version>),
+        on_sync: &dyn Fn(),
+        poison: &dyn Fn(&str),
+    ) -> Result<()> {
+        let mut state = self.state.lock();
+        loop {
+            if state.synced >= seq {
+                return Ok(());
+            }
+            if let Some(cause) = &state.failed {
+                return Err(Error::Poisoned { cause: cause.clone() });
+            }
+            if state.syncing {
+                self.done.wait(&mut state);
+                continue;
+            }
+            let Some(last) = state.pending.back() else {
+                // Nothing pending yet our batch is not synced: cannot happen, but never spin.
+                return Err(Error::Poisoned { cause: "a commit vanished from the sync queue".to_owned() });
+            };
+            let (target, version, file) = (last.seq, Arc::clone(&last.version), Arc::clone(&last.file));
+            state.syncing = true;
+            drop(state);
+            // Earlier batches in sealed segments were synced when their segment was sealed.
+            let result = file.sync_data();
+            on_sync();
+            state = self.state.lock();
+            state.syncing = false;
+            match result {
+                Ok(()) => {
+                    state.synced = state.synced.max(target);
+                    while state.pending.front().is_some_and(|p| p.seq <= target) {
+                        state.pending.pop_front();
+                    }
+                    if target > state.published {
+                        state.published = target;
+                        publish(version);
+                    }
+                }
+                Err(e) => {
+                    let cause = format!("fsync failed: {e}");
+                    poison(&cause);
+                    state.failed = Some(cause);
+                }
+            }
+            self.done.notify_all();
+        }
+    }
+}
