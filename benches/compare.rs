@@ -324,6 +324,87 @@ where
 // The raw engines, configured as in redb's comparison
 // ---------------------------------------------------------------------------------------------
 
+#[cfg(feature = "native")]
+mod raw_native {
+    use typed_kv::engine::{Db, Op, Options, Table, ValueAlign};
+
+    use super::*;
+
+    /// typed-kv's native engine through its own byte API (`typed_kv::engine`), without the
+    /// typed layer: what the typed columns on native cost on top of it. Durable commits
+    /// (`SyncMode::Always`, the default).
+    pub struct RawNative {
+        db: Db,
+        table: Table,
+    }
+
+    impl RawNative {
+        pub fn open(dir: &Path) -> Res<Self> {
+            let db = Db::open(dir.join("native"), Options::default())?;
+            let table = db.table("x")?;
+            Ok(Self { db, table })
+        }
+    }
+
+    impl Bench for RawNative {
+        fn bulk_load(&mut self, data: &Data, range: Range<usize>) -> Res<()> {
+            let ops: Vec<Op<'_>> = range
+                .map(|i| Op::Put {
+                    table: &self.table,
+                    key: &data.keys[i],
+                    value: &data.values[i],
+                    align: ValueAlign::Packed,
+                })
+                .collect();
+            Ok(self.db.write(&ops)?)
+        }
+
+        fn individual_write(&mut self, data: &Data, i: usize) -> Res<()> {
+            self.bulk_load(data, i..i + 1)
+        }
+
+        fn random_reads(&self, data: &Data, order: &[u32]) -> Res<u64> {
+            let snapshot = self.db.snapshot();
+            let mut sum = 0;
+            for &i in order {
+                let key = data.keys[i as usize].as_slice();
+                let value = snapshot.get(&self.table, key).ok_or_else(|| missing(key))?;
+                sum += check_value(value)?;
+            }
+            Ok(sum)
+        }
+
+        fn range_reads(&self, data: &Data, starts: &[u32]) -> Res<(u64, u64)> {
+            let snapshot = self.db.snapshot();
+            let (mut seen, mut sum) = (0, 0);
+            for &i in starts {
+                let start = data.keys[i as usize].as_slice();
+                for (_key, value) in snapshot.range(&self.table, start..).take(SCAN_LEN) {
+                    sum += check_value(value)?;
+                    seen += 1;
+                }
+            }
+            Ok((seen, sum))
+        }
+
+        fn removals(&mut self, data: &Data, range: Range<usize>) -> Res<()> {
+            let ops: Vec<Op<'_>> =
+                data.keys[range].iter().map(|key| Op::Delete { table: &self.table, key }).collect();
+            Ok(self.db.write(&ops)?)
+        }
+
+        fn compaction(&mut self) -> Res<bool> {
+            self.db.compact()?;
+            Ok(true)
+        }
+
+        fn extra(&self) -> Vec<(&'static str, f64)> {
+            let stats = self.db.stats();
+            vec![("index_bytes_per_key", stats.index_bytes as f64 / stats.keys.max(1) as f64)]
+        }
+    }
+}
+
 #[cfg(feature = "redb")]
 mod raw_redb {
     use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -822,6 +903,24 @@ where
 /// Every system compiled in, in the column order of the tables.
 fn systems() -> Vec<System> {
     let mut systems = Vec::new();
+    #[cfg(feature = "native")]
+    systems.extend([
+        System {
+            name: "tkv-native-bytes",
+            raw: &["native-engine"],
+            open: |d, _| typed_kv::<RawBytesValues>(DatabaseBackend::Native, d),
+        },
+        System {
+            name: "tkv-native-rkyv",
+            raw: &["native-engine"],
+            open: |d, _| typed_kv::<RkyvValues>(DatabaseBackend::Native, d),
+        },
+        System {
+            name: "native-engine",
+            raw: &[],
+            open: |d, _| Ok(Box::new(raw_native::RawNative::open(d)?)),
+        },
+    ]);
     #[cfg(feature = "redb")]
     systems.extend([
         System {
@@ -877,10 +976,6 @@ fn systems() -> Vec<System> {
         System { name: "lmdb", raw: &[], open: |d, _| Ok(Box::new(raw_lmdb::RawLmdb::open(d)?)) },
         System { name: "fjall", raw: &[], open: |d, c| Ok(Box::new(raw_fjall::RawFjall::open(d, c.cache)?)) },
     ]);
-    // Reserved: typed-kv's native engine gets its two columns here once it is compiled in.
-    if DatabaseBackend::Native.is_compiled() {
-        eprintln!("note: the native backend is compiled in but this benchmark has no column for it yet");
-    }
     systems
 }
 

@@ -28,9 +28,9 @@ pub(crate) enum RawBytes<'a> {
     /// A value read in place from a native segment mapping (holds the segment).
     #[cfg(feature = "native")]
     Native(crate::engine::Value),
-    /// A key shared with the native engine's index.
+    /// A key of the native engine's index.
     #[cfg(feature = "native")]
-    NativeKey(std::sync::Arc<[u8]>),
+    NativeKey(crate::engine::Key),
     /// Bytes borrowed from something the caller holds (a snapshot).
     #[cfg_attr(not(feature = "native"), allow(dead_code))]
     Borrowed(&'a [u8]),

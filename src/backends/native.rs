@@ -132,7 +132,7 @@ impl Engine for NativeEngine {
     ) -> Result<RawIter<'a>> {
         let t = handle(table)?;
         let Some(table) = self.current(t) else { return Ok(Box::new(std::iter::empty())) };
-        let entries = self.db.snapshot().into_range(&table, lower, upper);
+        let entries = self.db.snapshot().into_range(&table, (lower, upper));
         Ok(Box::new(entries.map(|(key, value)| Ok((RawBytes::NativeKey(key), RawBytes::Native(value))))))
     }
 
@@ -220,8 +220,14 @@ impl NativeSnapshot {
 }
 
 impl EngineSnapshot for NativeSnapshot {
+    /// Borrowed from the snapshot: no copy, and no shared counter touched.
+    #[inline]
     fn get<'s>(&'s self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'s>>> {
-        Ok(self.table(table)?.and_then(|t| self.snapshot.get(&t, key)).map(RawBytes::Native))
+        let t = handle(table)?;
+        if let Some(value) = self.snapshot.get_by_id(t.id.load(Ordering::Relaxed), key) {
+            return Ok(Some(RawBytes::Borrowed(value)));
+        }
+        Ok(self.table(table)?.and_then(|t| self.snapshot.get(&t, key)).map(RawBytes::Borrowed))
     }
 
     fn range<'s>(
@@ -231,8 +237,8 @@ impl EngineSnapshot for NativeSnapshot {
         upper: Bound<&[u8]>,
     ) -> Result<RawIter<'s>> {
         let Some(t) = self.table(table)? else { return Ok(Box::new(std::iter::empty())) };
-        let entries = self.snapshot.range(&t, lower, upper);
-        Ok(Box::new(entries.map(|(key, value)| Ok((RawBytes::Borrowed(key), RawBytes::Native(value))))))
+        let entries = self.snapshot.range(&t, (lower, upper));
+        Ok(Box::new(entries.map(|(key, value)| Ok((RawBytes::Borrowed(key), RawBytes::Borrowed(value))))))
     }
 
     fn len(&self, table: &TableHandle) -> Result<u64> {

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::error::{Error, Result};
+use super::hint;
 use super::index::{Loc, Version};
 use super::record::{self, Kind, Next, SEGMENT_HEADER_LEN};
 use super::segment::Segment;
@@ -27,7 +28,9 @@ pub(crate) enum Scope {
     MostlyDead(f64),
 }
 
-/// What a compaction did.
+/// What a compaction did. Sizes count segment files only; hint files are deleted by a
+/// compaction (they may point into deleted segments) and written again at the next
+/// checkpoint or clean close.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CompactionStats {
@@ -107,8 +110,10 @@ pub(crate) fn compact(inner: &Inner, scope: Scope) -> Result<CompactionStats> {
     stats.segments_compacted = victims.len();
     inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
     inner.counters.bytes_rewritten.fetch_add(stats.bytes_rewritten, Ordering::Relaxed);
-    // Older hints may point into the deleted segments: write one that does not.
-    inner.checkpoint()?;
+    // Hints may point into the deleted segments. Rather than write a new one now (it would
+    // take as much room as a fifth of the live data of small records), drop them: the next
+    // checkpoint or the clean close writes a fresh one, and until then a crash means a scan.
+    hint::remove_older(vfs, &inner.dir, u64::MAX);
     Ok(stats)
 }
 

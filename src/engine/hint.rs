@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use super::error::{Error, Result};
 use super::index::{IndexKey, Loc, TableMap, Version};
@@ -119,8 +118,9 @@ pub(crate) fn write(vfs: &dyn Vfs, dir: &Path, version: &Version) -> Result<()> 
         out.buf.extend_from_slice(&id.to_le_bytes());
         out.buf.extend_from_slice(&(table.map.len() as u64).to_le_bytes());
         for (key, loc) in table.map.iter() {
-            out.buf.extend_from_slice(&(key.0.len() as u32).to_le_bytes());
-            out.buf.extend_from_slice(&key.0);
+            let key = key.as_bytes();
+            out.buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.buf.extend_from_slice(key);
             out.buf.extend_from_slice(&loc.segment.to_le_bytes());
             out.buf.extend_from_slice(&loc.offset.to_le_bytes());
             out.buf.extend_from_slice(&loc.len.to_le_bytes());
@@ -200,7 +200,7 @@ pub(crate) fn decode(bytes: &[u8], segment_len: &dyn Fn(u32) -> Option<u64>) -> 
             if key_len > MAX_KEY_LEN {
                 return Err((at, format!("key length {key_len} is over the limit")));
             }
-            let key = IndexKey(Arc::from(r.take(key_len)?));
+            let key = IndexKey::new(r.take(key_len)?);
             let loc = Loc { segment: r.u32()?, offset: r.u64()?, len: r.u32()?, seq: r.u64()? };
             let end = loc.offset.checked_add(u64::from(loc.len));
             if end.is_none_or(|end| segment_len(loc.segment).is_none_or(|len| end > len)) {

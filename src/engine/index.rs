@@ -13,13 +13,125 @@ use imbl::OrdMap;
 
 use super::segment::Segment;
 
-/// A key in the index. Cloning it (as path copying does) is a reference count increment.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub(crate) struct IndexKey(pub(crate) Arc<[u8]>);
+/// Keys up to this length live inside the index node itself.
+const INLINE_KEY: usize = 30;
+
+/// A key in the index: short keys inline (a lookup compares them without chasing a pointer,
+/// and cloning one for path copying is a 32-byte copy), longer ones shared.
+#[derive(Clone)]
+pub(crate) enum IndexKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Shared(Arc<[u8]>),
+}
+
+impl IndexKey {
+    pub(crate) fn new(key: &[u8]) -> IndexKey {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            IndexKey::Inline { len: key.len() as u8, bytes }
+        } else {
+            IndexKey::Shared(Arc::from(key))
+        }
+    }
+
+    /// The first 8 bytes as a big-endian integer, zero-padded: comparing prefixes orders
+    /// keys as comparing bytes does, unless the prefixes are equal.
+    #[inline]
+    fn prefix(&self) -> u64 {
+        match self {
+            IndexKey::Inline { bytes, .. } => u64::from_be_bytes([
+                bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+            ]),
+            IndexKey::Shared(bytes) => prefix_of(bytes),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            IndexKey::Inline { len, bytes } => &bytes[..*len as usize],
+            IndexKey::Shared(bytes) => bytes,
+        }
+    }
+
+    /// Heap bytes this key holds outside the index node.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match self {
+            IndexKey::Inline { .. } => 0,
+            IndexKey::Shared(bytes) => bytes.len() + 16,
+        }
+    }
+}
 
 impl Borrow<[u8]> for IndexKey {
+    #[inline]
     fn borrow(&self) -> &[u8] {
-        &self.0
+        self.as_bytes()
+    }
+}
+
+impl PartialEq for IndexKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for IndexKey {}
+
+impl PartialOrd for IndexKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for IndexKey {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.prefix().cmp(&other.prefix()).then_with(|| self.as_bytes().cmp(other.as_bytes()))
+    }
+}
+
+/// The first 8 bytes of `key` as a big-endian integer, zero-padded.
+#[inline]
+fn prefix_of(key: &[u8]) -> u64 {
+    let mut first = [0u8; 8];
+    let n = key.len().min(8);
+    first[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(first)
+}
+
+/// A key to look up: its prefix computed once, then compared with each index key's as one
+/// integer, so most comparisons of a lookup never reach `memcmp`.
+pub(crate) struct Probe<'a> {
+    prefix: u64,
+    bytes: &'a [u8],
+}
+
+impl<'a> Probe<'a> {
+    #[inline]
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Probe { prefix: prefix_of(bytes), bytes }
+    }
+}
+
+impl equivalent::Equivalent<IndexKey> for Probe<'_> {
+    #[inline]
+    fn equivalent(&self, key: &IndexKey) -> bool {
+        self.prefix == key.prefix() && self.bytes == key.as_bytes()
+    }
+}
+
+impl equivalent::Comparable<IndexKey> for Probe<'_> {
+    #[inline]
+    fn compare(&self, key: &IndexKey) -> std::cmp::Ordering {
+        self.prefix.cmp(&key.prefix()).then_with(|| self.bytes.cmp(key.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for IndexKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_bytes())
     }
 }
 
@@ -75,7 +187,7 @@ impl Version {
     /// The segment and location of `key` in table `id`.
     #[inline]
     pub(crate) fn lookup(&self, table: u32, key: &[u8]) -> Option<(&Arc<Segment>, Loc)> {
-        let loc = *self.tables.get(&table)?.map.get(key)?;
+        let loc = *self.tables.get(&table)?.map.get(&Probe::new(key))?;
         Some((self.segments.get(&loc.segment)?, loc))
     }
 }
@@ -114,9 +226,32 @@ impl Usage {
         let mut usage = Usage::default();
         for table in version.tables.values() {
             for (key, loc) in table.map.iter() {
-                usage.add(key.0.len(), loc);
+                usage.add(key.as_bytes().len(), loc);
             }
         }
         usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use equivalent::Comparable;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn short_keys() -> impl Strategy<Value = Vec<u8>> {
+        // Few distinct bytes, so shared prefixes and embedded zeros are common.
+        proptest::collection::vec(prop_oneof![Just(0u8), Just(1), Just(255), any::<u8>()], 0..40)
+    }
+
+    proptest! {
+        #[test]
+        fn index_keys_and_probes_order_as_bytes(a in short_keys(), b in short_keys()) {
+            let (ka, kb) = (IndexKey::new(&a), IndexKey::new(&b));
+            prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            prop_assert_eq!(Probe::new(&a).compare(&kb), a.cmp(&b));
+            prop_assert_eq!(ka.as_bytes(), &a[..]);
+        }
     }
 }

@@ -28,8 +28,9 @@
 //!
 //! - Not multi-process: the directory is locked by one [`Db`]; a second gets
 //!   [`Error::Locked`].
-//! - Not bounded in memory by the data: every key is in memory (about 80 bytes plus the key;
-//!   see [`Stats::index_bytes`]). Values stay on disk (in the page cache).
+//! - Not bounded in memory by the data: every key is in memory (about 84 bytes per key of up
+//!   to 30 bytes, more for longer keys; see [`Stats::index_bytes`]). Values stay on disk (in
+//!   the page cache).
 //! - Not safe against other programs writing its files: mapped files that change under the
 //!   engine break its reads. Nobody but the engine may write in its directory.
 //!
@@ -47,6 +48,8 @@
 //! ])?;
 //! assert_eq!(db.get(&users, b"ada").as_deref(), Some(&b"Lovelace"[..]));
 //! let snapshot = db.snapshot();
+//! let names: Vec<&[u8]> = snapshot.range(&users, ..).map(|(key, _value)| key).collect();
+//! assert_eq!(names, [&b"ada"[..], &b"alan"[..]]);
 //! assert!(db.delete(&users, b"ada")?);
 //! assert_eq!(snapshot.len(&users), 2); // the snapshot still sees both
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -76,7 +79,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 pub use compaction::CompactionStats;
 pub use error::{Error, Result};
-pub use read::{OwnedRange, Range, Snapshot, Value};
+pub use read::{Key, OwnedRange, Range, Snapshot, Value};
 pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use recovery::RecoveryReport;
 pub use tables::MAX_TABLE_NAME_LEN;
@@ -228,7 +231,8 @@ pub struct Stats {
     pub live_bytes: u64,
     /// `log_bytes - live_bytes`: what compaction can reclaim.
     pub dead_bytes: u64,
-    /// Estimated memory of the index: per key about 80 bytes plus the key.
+    /// Estimated memory of the index: about 84 bytes per key, plus the length of keys longer
+    /// than 30 bytes.
     pub index_bytes: u64,
     /// `fdatasync` calls on segments.
     pub fsyncs: u64,
@@ -244,9 +248,10 @@ pub struct Stats {
     pub poisoned: Option<String>,
 }
 
-/// Per-key index overhead used by [`Stats::index_bytes`]: the B+tree entry (key handle and
-/// location, 40 bytes), the key's shared allocation header (16), and node slack (~25 %).
-const INDEX_BYTES_PER_KEY: u64 = 80;
+/// Per-key index memory used by [`Stats::index_bytes`]: the B+tree leaf entry (a 32-byte key,
+/// inline up to 30 bytes, and a 24-byte location), leaves about 70 % full, and branches.
+/// Keys over 30 bytes add their length plus 16 bytes of shared allocation.
+const INDEX_BYTES_PER_KEY: u64 = 84;
 
 #[derive(Default)]
 struct Counters {
@@ -387,7 +392,7 @@ impl Db {
             }
         })?;
         for (key, loc) in removed.iter() {
-            w.usage.remove(key.0.len(), loc);
+            w.usage.remove(key.as_bytes().len(), loc);
         }
         Ok(true)
     }
@@ -441,8 +446,9 @@ impl Db {
         self.inner.flush()
     }
 
-    /// Rewrites every sealed segment that holds dead bytes (the active one is sealed first),
-    /// so the log holds only live records, then writes a hint.
+    /// Rewrites every segment (the active one is sealed first) so the log holds only live
+    /// records, and deletes the hint files, which may point into the deleted segments (the
+    /// next [`checkpoint`](Self::checkpoint) or clean close writes a new one).
     pub fn compact(&self) -> Result<CompactionStats> {
         compaction::compact(&self.inner, compaction::Scope::Everything)
     }
@@ -640,8 +646,8 @@ impl Inner {
             (live, log)
         };
         let keys: u64 = version.tables.values().map(|t| t.map.len() as u64).sum();
-        let key_bytes: u64 =
-            version.tables.values().flat_map(|t| t.map.keys()).map(|k| k.0.len() as u64).sum();
+        let key_heap: u64 =
+            version.tables.values().flat_map(|t| t.map.keys()).map(|k| k.heap_bytes() as u64).sum();
         Stats {
             tables: version.tables.len(),
             keys,
@@ -649,7 +655,7 @@ impl Inner {
             log_bytes,
             live_bytes,
             dead_bytes: log_bytes.saturating_sub(live_bytes),
-            index_bytes: keys * INDEX_BYTES_PER_KEY + key_bytes,
+            index_bytes: keys * INDEX_BYTES_PER_KEY + key_heap,
             fsyncs: self.counters.fsyncs.load(Ordering::Relaxed),
             compactions: self.counters.compactions.load(Ordering::Relaxed),
             bytes_rewritten: self.counters.bytes_rewritten.load(Ordering::Relaxed),

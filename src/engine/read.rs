@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::ops::{Bound, Deref};
+use std::ops::{Bound, Deref, RangeBounds};
 use std::sync::Arc;
 
 use super::index::{IndexKey, Loc, Version};
@@ -70,6 +70,26 @@ impl fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
+    /// The value under `key` in `table`, borrowed from the snapshot: no reference count is
+    /// touched, so concurrent readers share nothing.
+    #[inline]
+    pub fn get(&self, table: &Table, key: &[u8]) -> Option<&[u8]> {
+        self.get_by_id(table.id, key)
+    }
+
+    /// [`get`](Self::get) by table id.
+    #[inline]
+    pub(crate) fn get_by_id(&self, table: u32, key: &[u8]) -> Option<&[u8]> {
+        let (segment, loc) = self.version.lookup(table, key)?;
+        segment.bytes(loc.offset, loc.len as usize)
+    }
+
+    /// The value under `key` in `table`, as a [`Value`] that outlives the snapshot.
+    pub fn get_value(&self, table: &Table, key: &[u8]) -> Option<Value> {
+        let (segment, loc) = self.version.lookup(table.id, key)?;
+        Some(Value::new(segment, &loc))
+    }
+
     /// The table `name`, if it exists in this snapshot.
     pub fn find_table(&self, name: &str) -> Option<Table> {
         self.version.names.get(name).map(|&id| Table::from_parts(id, Arc::from(name)))
@@ -78,13 +98,6 @@ impl Snapshot {
     /// Whether a table with this id exists in this snapshot.
     pub(crate) fn has_table_id(&self, id: u32) -> bool {
         self.version.tables.contains_key(&id)
-    }
-
-    /// The value under `key` in `table`.
-    #[inline]
-    pub fn get(&self, table: &Table, key: &[u8]) -> Option<Value> {
-        let (segment, loc) = self.version.lookup(table.id, key)?;
-        Some(Value::new(segment, &loc))
     }
 
     /// Whether `table` holds `key`.
@@ -102,8 +115,9 @@ impl Snapshot {
         self.len(table) == 0
     }
 
-    /// Entries of `table` with keys within the bounds, in key order, borrowing the snapshot.
-    pub fn range<'s>(&'s self, table: &Table, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Range<'s> {
+    /// Entries of `table` with keys within `range`, in key order, borrowed from the snapshot.
+    pub fn range<'s, 'k>(&'s self, table: &Table, range: impl RangeBounds<&'k [u8]>) -> Range<'s> {
+        let (lower, upper) = (range.start_bound().map(|k| *k), range.end_bound().map(|k| *k));
         let iter = match self.version.table(table.id) {
             Some(t) if !is_empty_range(lower, upper) => Some(t.map.range::<_, [u8]>((lower, upper))),
             _ => None,
@@ -113,12 +127,12 @@ impl Snapshot {
 
     /// Like [`range`](Self::range), but the iterator owns the snapshot (and copies no key:
     /// keys are shared with the index).
-    pub fn into_range(self, table: &Table, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> OwnedRange {
+    pub fn into_range<'k>(self, table: &Table, range: impl RangeBounds<&'k [u8]>) -> OwnedRange {
         OwnedRange {
             snapshot: self,
             table: table.id,
-            lower: lower.map(|k| IndexKey(Arc::from(k))),
-            upper: upper.map(|k| IndexKey(Arc::from(k))),
+            lower: range.start_bound().map(|k| IndexKey::new(k)),
+            upper: range.end_bound().map(|k| IndexKey::new(k)),
             buffer: VecDeque::new(),
             chunk: 8,
             done: false,
@@ -142,16 +156,38 @@ pub struct Range<'s> {
 }
 
 impl<'s> Iterator for Range<'s> {
-    type Item = (&'s [u8], Value);
+    /// Key and value, both borrowed from the snapshot.
+    type Item = (&'s [u8], &'s [u8]);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let (key, loc) = self.iter.as_mut()?.next()?;
             // Every index entry's segment is in the same version; skip rather than panic.
-            if let Some(segment) = self.version.segments.get(&loc.segment) {
-                return Some((&key.0, Value::new(segment, loc)));
+            let value =
+                self.version.segments.get(&loc.segment).and_then(|s| s.bytes(loc.offset, loc.len as usize));
+            if let Some(value) = value {
+                return Some((key.as_bytes(), value));
             }
         }
+    }
+}
+
+/// A key yielded by an [`OwnedRange`]: inline when short, shared with the index otherwise.
+#[derive(Clone)]
+pub struct Key(IndexKey);
+
+impl Deref for Key {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 
@@ -176,13 +212,13 @@ impl OwnedRange {
             return;
         };
         let lower = match &self.lower {
-            Bound::Included(k) => Bound::Included(&k.0[..]),
-            Bound::Excluded(k) => Bound::Excluded(&k.0[..]),
+            Bound::Included(k) => Bound::Included(k.as_bytes()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_bytes()),
             Bound::Unbounded => Bound::Unbounded,
         };
         let upper = match &self.upper {
-            Bound::Included(k) => Bound::Included(&k.0[..]),
-            Bound::Excluded(k) => Bound::Excluded(&k.0[..]),
+            Bound::Included(k) => Bound::Included(k.as_bytes()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_bytes()),
             Bound::Unbounded => Bound::Unbounded,
         };
         if is_empty_range(lower, upper) {
@@ -205,13 +241,13 @@ impl OwnedRange {
 }
 
 impl Iterator for OwnedRange {
-    /// The key (shared with the index, not copied) and the value.
-    type Item = (Arc<[u8]>, Value);
+    /// The key and the value.
+    type Item = (Key, Value);
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.buffer.is_empty() && !self.done {
             self.refill();
         }
-        self.buffer.pop_front().map(|(k, v)| (k.0, v))
+        self.buffer.pop_front().map(|(k, v)| (Key(k), v))
     }
 }

@@ -321,7 +321,7 @@ impl Replay<'_> {
                     segment: o.segment.id(),
                     len: d.value_len as u32,
                 };
-                state.map.insert(IndexKey(Arc::from(key)), loc);
+                state.map.insert(IndexKey::new(key), loc);
             }
             Kind::Tombstone => {
                 if state.map.get(key).is_some_and(|l| l.seq <= d.seq) {

@@ -252,7 +252,7 @@ fn apply(version: &mut Version, usage: &mut Usage, op: &Op<'_>, loc: impl Fn(&[u
             let Some(state) = version.tables.get_mut(&table.id) else { return };
             let loc = loc(value);
             usage.add(key.len(), &loc);
-            if let Some(old) = state.map.insert(IndexKey(Arc::from(key)), loc) {
+            if let Some(old) = state.map.insert(IndexKey::new(key), loc) {
                 usage.remove(key.len(), &old);
             }
         }
@@ -265,7 +265,7 @@ fn apply(version: &mut Version, usage: &mut Usage, op: &Op<'_>, loc: impl Fn(&[u
         Op::Clear { table } => {
             let Some(state) = version.tables.get_mut(&table.id) else { return };
             for (key, old) in state.map.iter() {
-                usage.remove(key.0.len(), old);
+                usage.remove(key.as_bytes().len(), old);
             }
             state.map = TableMap::new();
         }
