@@ -2,7 +2,8 @@
 //!
 //! Typed tables over pluggable embedded key-value stores, with zero-copy reads.
 //!
-//! A [`StorageBuilder`] picks the engine once ([`DatabaseBackend`]: redb, sled, RocksDB);
+//! A [`StorageBuilder`] picks the engine once ([`DatabaseBackend`]: typed-kv's own
+//! [native engine](engine), the default, or redb, sled, RocksDB);
 //! each table picks a key format and a value format; [`Table::get`] returns a [`Guard`]
 //! that reads the value in place (rkyv, flatbuffers) or decoded once (bincode, postcard).
 //!
@@ -14,7 +15,7 @@
 //!
 //! let dir = tempfile::tempdir()?;
 //! let storage = StorageBuilder::new(dir.path().join("db"))
-//!     .with_backend(DatabaseBackend::Redb)
+//!     .with_backend(DatabaseBackend::Native) // the default
 //!     .build()?;
 //! let filings = storage
 //!     .new_table::<(u64, u32), Filing>("filings")
@@ -36,8 +37,9 @@
 //! - **Typed**: tables are `Table<K, V, KeyFormat, ValueFormat>`; every table is stamped in
 //!   the store with its formats, type names and schema version, and reopening it otherwise is
 //!   a [`StorageError::TableTypeMismatch`], not garbage. See [`Recreate`] for migrations.
-//! - **Zero-copy**: guards hold the engine's own bytes (redb `AccessGuard`, sled `IVec`,
-//!   RocksDB pinned slices). rkyv needs 16-byte-aligned bytes: when an engine gives
+//! - **Zero-copy**: guards hold the engine's own bytes (the native engine's memory-mapped
+//!   segments, redb `AccessGuard`, sled `IVec`, RocksDB pinned slices). rkyv needs
+//!   16-byte-aligned bytes: the native engine stores them so; when another engine gives
 //!   misaligned ones, the guard copies them once into an aligned buffer and counts it
 //!   ([`Storage::aligned_copies`]).
 //! - **Safe on bad bytes**: every decode is validated (rkyv with bytecheck, flatbuffers with
@@ -54,6 +56,9 @@
 //!   order-preserving key format ([`OrderedFormat`], [`BytesFormat`]); only those tables
 //!   have `range`.
 //! - Not multi-process: one process opens a store at a time ([`StorageError::Locked`]).
+//! - Not for stores whose keys do not fit in memory on the native engine: it keeps every key
+//!   in an in-memory index (about 90–130 bytes per key); values stay on disk. Nobody but
+//!   typed-kv may write its files while they are mapped.
 //! - Writes are batches, not read-write transactions: a [`WriteBatch`] does not read its
 //!   own writes.
 //!
