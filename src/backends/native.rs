@@ -236,8 +236,14 @@ impl EngineSnapshot for NativeSnapshot {
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
     ) -> Result<RawIter<'s>> {
-        let Some(t) = self.table(table)? else { return Ok(Box::new(std::iter::empty())) };
-        let entries = self.snapshot.range(&t, (lower, upper));
+        let id = handle(table)?.id.load(Ordering::Relaxed);
+        let id = if self.snapshot.has_table_id(id) {
+            id
+        } else {
+            let Some(t) = self.table(table)? else { return Ok(Box::new(std::iter::empty())) };
+            t.id()
+        };
+        let entries = self.snapshot.range_by_id(id, lower, upper);
         Ok(Box::new(entries.map(|(key, value)| Ok((RawBytes::Borrowed(key), RawBytes::Borrowed(value))))))
     }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::ops::{Bound, Deref, RangeBounds};
 use std::sync::Arc;
 
-use super::index::{IndexKey, Loc, Version};
+use super::index::{IndexKey, Loc, Probe, Version};
 use super::segment::Segment;
 use super::Table;
 
@@ -118,8 +118,18 @@ impl Snapshot {
     /// Entries of `table` with keys within `range`, in key order, borrowed from the snapshot.
     pub fn range<'s, 'k>(&'s self, table: &Table, range: impl RangeBounds<&'k [u8]>) -> Range<'s> {
         let (lower, upper) = (range.start_bound().map(|k| *k), range.end_bound().map(|k| *k));
-        let iter = match self.version.table(table.id) {
-            Some(t) if !is_empty_range(lower, upper) => Some(t.map.range::<_, [u8]>((lower, upper))),
+        self.range_by_id(table.id, lower, upper)
+    }
+
+    /// [`range`](Self::range) by table id.
+    pub(crate) fn range_by_id<'s>(
+        &'s self,
+        table: u32,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Range<'s> {
+        let iter = match self.version.table(table) {
+            Some(t) if !is_empty_range(lower, upper) => Some(t.map.range((probe(lower), probe(upper)))),
             _ => None,
         };
         Range { iter, version: &self.version }
@@ -138,6 +148,11 @@ impl Snapshot {
             done: false,
         }
     }
+}
+
+/// A bound as a lookup probe (compares 8-byte prefixes as integers first).
+fn probe(bound: Bound<&[u8]>) -> Bound<Probe<'_>> {
+    bound.map(Probe::new)
 }
 
 /// Whether no key can lie within the bounds (ordered maps refuse such ranges).
@@ -226,7 +241,7 @@ impl OwnedRange {
             return;
         }
         let mut last = None;
-        for (key, loc) in table.map.range::<_, [u8]>((lower, upper)).take(self.chunk) {
+        for (key, loc) in table.map.range((probe(lower), probe(upper))).take(self.chunk) {
             if let Some(segment) = version.segments.get(&loc.segment) {
                 self.buffer.push_back((key.clone(), Value::new(segment, loc)));
             }
