@@ -31,6 +31,8 @@ pub struct StorageBuilder {
     recreate: Recreate,
     version: u64,
     durability: Durability,
+    #[cfg(feature = "native")]
+    native: crate::engine::Options,
 }
 
 impl StorageBuilder {
@@ -42,6 +44,8 @@ impl StorageBuilder {
             recreate: Recreate::default(),
             version: 0,
             durability: Durability::default(),
+            #[cfg(feature = "native")]
+            native: crate::engine::Options::default(),
         }
     }
 
@@ -70,13 +74,40 @@ impl StorageBuilder {
         self
     }
 
+    /// Options of the native engine: segment size, checkpoints, background compaction,
+    /// repair on open, the file system. Its `sync` mode is not taken from here but from
+    /// [`with_durability`](Self::with_durability). Other backends ignore these.
+    ///
+    /// ```
+    /// use typed_kv::{engine, StorageBuilder};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let storage = StorageBuilder::new(dir.path())
+    ///     .with_native_options(engine::Options { segment_size: 8 << 20, ..Default::default() })
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "native")]
+    pub fn with_native_options(mut self, options: crate::engine::Options) -> Self {
+        self.native = options;
+        self
+    }
+
     /// Opens the storage, creating, keeping or wiping what is at the path as
     /// [`with_recreate`](Self::with_recreate) says.
     ///
     /// Only a directory that typed-kv made (it has a `typed-kv.meta` marker) is ever wiped;
     /// any other non-empty path is an error whatever the policy.
     pub fn build(self) -> Result<Storage> {
-        let Self { path, backend, recreate, version, durability } = self;
+        let Self {
+            path,
+            backend,
+            recreate,
+            version,
+            durability,
+            #[cfg(feature = "native")]
+            native,
+        } = self;
         if !backend.is_compiled() {
             return Err(StorageError::BackendNotCompiled { backend });
         }
@@ -115,7 +146,11 @@ impl StorageBuilder {
             write_marker(&path, backend)?;
         }
 
-        let options = EngineOptions { durability };
+        let options = EngineOptions {
+            durability,
+            #[cfg(feature = "native")]
+            native,
+        };
         let engine_dir = path.join(backend.name());
         let engine = match open_engine_in(backend, &engine_dir, &options) {
             Ok(engine) => engine,

@@ -229,6 +229,9 @@ pub enum CompactionReport {
 #[derive(Debug, Clone)]
 pub(crate) struct EngineOptions {
     pub(crate) durability: Durability,
+    /// The native engine's own options (its `sync` follows `durability`).
+    #[cfg(feature = "native")]
+    pub(crate) native: crate::engine::Options,
 }
 
 /// A key-value engine: named tables of byte strings in lexicographic key order.

@@ -66,7 +66,7 @@ impl NativeEngine {
             Durability::Immediate => SyncMode::Always,
             Durability::None => SyncMode::Never,
         };
-        let db = Db::open(dir, engine::Options { sync, ..engine::Options::default() })
+        let db = Db::open(dir, engine::Options { sync, ..options.native.clone() })
             .map_err(|e| err(format!("opening {}", dir.display()), e))?;
         Ok(NativeEngine { db })
     }
