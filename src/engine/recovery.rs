@@ -104,6 +104,14 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
         if header_ok {
             break;
         }
+        if len > SEGMENT_HEADER_LEN as u64 {
+            // Records are appended only after the header is synced: bytes past the header
+            // mean it was whole once, so this is damage, not an interrupted creation.
+            return Err(match SegmentHeader::decode(&header) {
+                Ok(h) => Error::corrupt(path, 8, format!("the header says segment {}", h.id)),
+                Err(reason) => Error::corrupt(path, 0, reason),
+            });
+        }
         vfs.remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
         report.torn_tail_bytes += len;
         segment_ids.pop();
@@ -195,17 +203,17 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
             } else {
                 report.torn_tail_bytes += len - scanned.end as u64;
             }
+            o.segment.truncate_written(scanned.end as u64);
             o.file.set_len(scanned.end as u64).map_err(|e| Error::io("truncating", path, e))?;
             o.file.sync_data().map_err(|e| Error::io("syncing", path, e))?;
-            o.segment.truncate_written(scanned.end as u64);
         } else if scanned.end as u64 != len {
             // Zeros after the last batch of the newest segment: an append that never reached
             // the file. Cut them so the next batch follows the last one.
             let path = o.segment.path();
             report.torn_tail_bytes += len - scanned.end as u64;
+            o.segment.truncate_written(scanned.end as u64);
             o.file.set_len(scanned.end as u64).map_err(|e| Error::io("truncating", path, e))?;
             o.file.sync_data().map_err(|e| Error::io("syncing", path, e))?;
-            o.segment.truncate_written(scanned.end as u64);
         }
     }
     let max_seq = replay.max_seq;

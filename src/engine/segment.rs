@@ -78,9 +78,11 @@ impl Segment {
         // SAFETY: `offset..end` lies within the mapping (`written <= map.len()`), so the
         // pointer arithmetic stays inside one allocation. Those bytes were written to the
         // file before `written` was raised past them (release/acquire), lie below the file's
-        // end, and are never written again: segments are append-only, recovery truncates
-        // only before mapping, and files are unlinked, not truncated, while mapped. The
-        // mapping lives as long as `self`, which the returned borrow cannot outlive.
+        // end, and are never written again: segments are append-only; recovery cuts a torn
+        // tail only after lowering `written` below it, when its own scan borrows are gone and
+        // before any reader can see the segment; files are
+        // unlinked, never truncated, once readers may map them. The mapping lives as long
+        // as `self`, which the returned borrow cannot outlive.
         Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset as usize), len) })
     }
 
