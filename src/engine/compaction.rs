@@ -101,12 +101,20 @@ pub(crate) fn compact(inner: &Inner, scope: Scope) -> Result<CompactionStats> {
         stats.log_bytes_after = log_bytes(&w.working);
         publish_synced(inner, &mut w)?;
     }
-    // Oldest first: a crash halfway leaves newer tombstones with every value they hide.
+    // Oldest first, each unlink durable before the next: a crash halfway leaves newer
+    // tombstones with every value they hide (unsynced directory changes may persist in any
+    // order). A failure poisons the engine: which files are gone is then unknown.
     let vfs = &*inner.options.vfs;
     for victim in &victims {
-        vfs.remove_file(victim.path()).map_err(|e| Error::io("removing", victim.path(), e))?;
+        let unlinked =
+            vfs.remove_file(victim.path()).map_err(|e| Error::io("removing", victim.path(), e)).and_then(
+                |()| vfs.sync_dir(&inner.dir).map_err(|e| Error::io("syncing directory", &inner.dir, e)),
+            );
+        if let Err(e) = unlinked {
+            inner.poison(&e.to_string());
+            return Err(e);
+        }
     }
-    vfs.sync_dir(&inner.dir).map_err(|e| Error::io("syncing directory", &inner.dir, e))?;
     stats.segments_compacted = victims.len();
     inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
     inner.counters.bytes_rewritten.fetch_add(stats.bytes_rewritten, Ordering::Relaxed);
