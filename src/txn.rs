@@ -66,12 +66,10 @@ impl<'s> ReadTxn<'s> {
     {
         check_storage(self.storage, table)?;
         let inner = table.inner();
-        let mut k = Vec::new();
-        inner.encode_key(key, &mut k)?;
-        match self.snapshot.get(&inner.handle, &k)? {
-            Some(bytes) => inner.guard(bytes, &k).map(Some),
+        inner.with_key(key, |k| match self.snapshot.get(&inner.handle, k)? {
+            Some(bytes) => inner.guard(bytes, k).map(Some),
             None => Ok(None),
-        }
+        })
     }
 
     /// Whether `key` has a value in `table`.
@@ -82,9 +80,7 @@ impl<'s> ReadTxn<'s> {
     {
         check_storage(self.storage, table)?;
         let inner = table.inner();
-        let mut k = Vec::new();
-        inner.encode_key(key, &mut k)?;
-        Ok(self.snapshot.get(&inner.handle, &k)?.is_some())
+        inner.with_key(key, |k| Ok(self.snapshot.get(&inner.handle, k)?.is_some()))
     }
 
     /// Number of entries of `table`.

@@ -247,11 +247,7 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
 
     /// Runs `f` on the encoding of `key`, in a reused buffer.
     fn with_key<R>(&self, key: &K, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
-        let mut buf = KEY_BUFFER.take();
-        buf.clear();
-        let result = self.inner.encode_key(key, &mut buf).and_then(|()| f(&buf));
-        KEY_BUFFER.set(buf);
-        result
+        self.inner.with_key(key, f)
     }
 
     /// The value under `key`, read in place.
@@ -426,6 +422,19 @@ pub(crate) fn as_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 }
 
 impl<KF, VF> TableInner<KF, VF> {
+    /// Runs `f` on the encoding of `key` in this thread's reused key buffer, so point reads
+    /// allocate nothing. (A nested call, from inside `f`, gets a fresh buffer.)
+    pub(crate) fn with_key<K, R>(&self, key: &K, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R>
+    where
+        KF: KeyFormat<K>,
+    {
+        let mut buf = KEY_BUFFER.take();
+        buf.clear();
+        let result = self.encode_key(key, &mut buf).and_then(|()| f(&buf));
+        KEY_BUFFER.set(buf);
+        result
+    }
+
     fn too_large(&self, what: &'static str, len: usize, max: usize) -> Result<()> {
         if len > max {
             return Err(StorageError::TooLarge { table: self.name.clone(), what, len, max });
