@@ -70,18 +70,25 @@ mod backends;
 mod builder;
 mod catalog;
 mod config;
+mod copy;
 #[cfg(feature = "native")]
 pub mod engine;
 mod error;
 pub mod formats;
+mod stats;
 mod storage;
 mod table;
 mod txn;
+pub mod untyped;
+mod verify;
 
 pub use backends::CompactionReport;
 pub use builder::StorageBuilder;
 pub use catalog::TableStamp;
 pub use config::{DatabaseBackend, Durability, Recreate};
+pub use copy::{
+    CopyBuilder, CopyProgress, CopyReport, TableCopy, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_RECORDS,
+};
 pub use error::{EngineError, Result, StorageError};
 pub use formats::bincode::BincodeFormat;
 pub use formats::bytes::BytesFormat;
@@ -90,9 +97,15 @@ pub use formats::ordered::{OrderedFormat, OrderedKey};
 pub use formats::postcard::PostcardFormat;
 pub use formats::rkyv::RkyvFormat;
 pub use formats::{FormatError, KeyFormat, OrderPreserving, ValueFormat};
+pub use stats::{StorageStats, TableStats};
 pub use storage::Storage;
 pub use table::{
     Entries, Guard, IngestOptions, IngestProgress, IngestReport, KeyValue, Table, TableBuilder,
     TableSnapshot, TableStream, Unset, MAX_KEY_LEN, MAX_VALUE_LEN,
 };
 pub use txn::{ReadTxn, WriteBatch};
+pub use untyped::{UntypedEntries, UntypedEntry, UntypedTable};
+pub use verify::{
+    ChecksumCheck, FormatCheck, TableVerify, VerifyProblem, VerifyProgress, VerifyReport, VerifyStage,
+    MAX_LISTED_PROBLEMS,
+};

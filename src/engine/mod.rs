@@ -62,6 +62,7 @@ mod record;
 mod recovery;
 mod segment;
 mod tables;
+mod verify;
 mod writer;
 
 use std::fmt;
@@ -80,6 +81,7 @@ pub use read::{OwnedRange, Range, Snapshot, Value};
 pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use recovery::RecoveryReport;
 pub use tables::MAX_TABLE_NAME_LEN;
+pub use verify::{VerifyProblem, VerifyReport};
 
 use index::Version;
 use io::{OsVfs, Vfs};
