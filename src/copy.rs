@@ -30,6 +30,9 @@ pub const DEFAULT_CHUNK_RECORDS: usize = 10_000;
 /// makes a chunk of its own).
 pub const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
 
+/// The progress callback of a copy.
+type ProgressCallback<'a> = Box<dyn FnMut(&CopyProgress<'_>) + 'a>;
+
 /// Configures a copy; made by [`Storage::copy_to`], run by [`run`](Self::run).
 #[must_use = "a copy does nothing until `run` is called"]
 pub struct CopyBuilder<'a> {
@@ -38,7 +41,7 @@ pub struct CopyBuilder<'a> {
     chunk_records: usize,
     chunk_bytes: usize,
     overwrite: bool,
-    on_progress: Option<Box<dyn FnMut(&CopyProgress<'_>) + 'a>>,
+    on_progress: Option<ProgressCallback<'a>>,
 }
 
 impl fmt::Debug for CopyBuilder<'_> {
@@ -349,7 +352,7 @@ struct Writer<'a> {
     target: &'a Storage,
     /// Tables the target had before the copy.
     existing: Vec<String>,
-    on_progress: Option<Box<dyn FnMut(&CopyProgress<'_>) + 'a>>,
+    on_progress: Option<ProgressCallback<'a>>,
     report: CopyReport,
     /// The source's tables, with their target handles once opened.
     tables: Vec<(String, TableStamp, Option<TableHandle>)>,

@@ -63,6 +63,19 @@
 //! on every backend. Table names: 1 to 200 bytes, no control characters, not starting with
 //! `__typed_kv`. sled has no snapshots: typed-kv emulates them by making writers wait while a
 //! snapshot is open. `len` is O(n) on sled and RocksDB.
+//!
+//! ## Operating a store
+//!
+//! - [`Storage::copy_to`] copies every table, stamps and bytes as stored, into a storage of
+//!   any backend, in atomic chunks with back-pressure: the way from one engine to another.
+//! - [`Storage::stats`]: keys, bytes on disk, aligned copies and compactions, per table and
+//!   in total, as far as the engine tells without reading the data.
+//! - [`Storage::verify`] reads every record, checks the engine's checksums where it keeps
+//!   them and each key and value as far as its format allows without the Rust type, and
+//!   reports problems with table, key and reason.
+//! - [`Storage::untyped_table`] reads a table without its Rust types, for tools.
+//! - The `typed-kv` command-line tool (cargo feature `cli`) does all this from a shell:
+//!   `typed-kv info | verify | compact | copy | dump`.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

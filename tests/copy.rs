@@ -173,6 +173,10 @@ fn copy_between(from: DatabaseBackend, to: DatabaseBackend, dir: &Path) {
     let reopened = open(to, &target_path);
     assert_eq!(contents(&reopened), expected, "{context}: the reopened target differs");
     open_typed(&reopened, &context);
+    if to == DatabaseBackend::Native {
+        // The copy stored rkyv values aligned, as a typed write would: guards copy nothing.
+        assert_eq!(reopened.aligned_copies(), 0, "{context}: rkyv values were copied misaligned");
+    }
 }
 
 #[test]

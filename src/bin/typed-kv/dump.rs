@@ -96,11 +96,8 @@ pub(crate) fn run(storage: &Storage, name: &str, limit: Option<u64>, json: bool)
     describe(&table);
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let mut shown = 0u64;
-    for entry in table.iter()? {
-        if limit.is_some_and(|limit| shown >= limit) {
-            break;
-        }
+    let limit = limit.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    for entry in table.iter()?.take(limit) {
         let entry = entry?;
         let key = table.decode_key(entry.key());
         let value = table.decode_value(entry.value());
@@ -131,7 +128,6 @@ pub(crate) fn run(storage: &Storage, name: &str, limit: Option<u64>, json: bool)
             let value_text = value.map_or_else(|| hex(entry.value()), |v| v.to_string());
             writeln!(out, "{key_text}\t{value_text}")?;
         }
-        shown += 1;
     }
     out.flush()?;
     Ok(())
