@@ -46,7 +46,7 @@ pub(crate) fn run(
     let seconds = report.elapsed.as_secs_f64();
     let rate = if seconds > 0.0 { report.records as f64 / seconds } else { 0.0 };
     println!(
-        "copied {}, {} ({}) from {} ({}) to {} ({}) in {:.1} s: {} records/s, {}",
+        "copied {}, {} ({}) from {} ({}) to {} ({}) in {:.2} s: {} records/s, {}",
         plural(report.tables.len() as u64, "table", "tables"),
         plural(report.records, "record", "records"),
         bytes(report.bytes),

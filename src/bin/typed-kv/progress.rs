@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// How long work runs before its bar appears.
 const SHOW_AFTER: Duration = Duration::from_millis(250);
@@ -33,6 +33,10 @@ fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
+        // Records per second as a whole number with separators (`{per_sec}` shows 4 decimals).
+        .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{}/s", crate::human::count(state.per_sec() as u64));
+        })
 }
 
 impl Progress {
@@ -66,9 +70,9 @@ impl Progress {
         if self.styled_with_total != Some(total.is_some()) {
             let template = match (self.unit, total.is_some()) {
                 (Unit::Records, true) => {
-                    "{spinner} {msg} [{bar:30}] {human_pos}/{human_len} records ({per_sec}, {eta} left)"
+                    "{spinner} {msg} [{bar:30}] {human_pos}/{human_len} records ({rate}, {eta} left)"
                 }
-                (Unit::Records, false) => "{spinner} {msg} {human_pos} records ({per_sec}) {elapsed}",
+                (Unit::Records, false) => "{spinner} {msg} {human_pos} records ({rate}) {elapsed}",
                 (Unit::Bytes, true) => "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
                 (Unit::Bytes, false) => "{spinner} {msg} {bytes} ({bytes_per_sec}) {elapsed}",
             };
