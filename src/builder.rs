@@ -33,6 +33,10 @@ pub struct StorageBuilder {
     durability: Durability,
     #[cfg(feature = "native")]
     native: crate::engine::Options,
+    /// Whether [`with_backend`](Self::with_backend) was called.
+    backend_chosen: bool,
+    /// Refuse to create a store (see [`must_exist`](Self::must_exist)).
+    must_exist: bool,
 }
 
 impl StorageBuilder {
@@ -46,12 +50,38 @@ impl StorageBuilder {
             durability: Durability::default(),
             #[cfg(feature = "native")]
             native: crate::engine::Options::default(),
+            backend_chosen: false,
+            must_exist: false,
         }
     }
 
     /// The engine to use.
     pub fn with_backend(mut self, backend: DatabaseBackend) -> Self {
         self.backend = backend;
+        self.backend_chosen = true;
+        self
+    }
+
+    /// Opens only a store that is already there, never creates one: a missing path or an
+    /// empty directory is [`StorageError::StoreNotFound`]. Unless
+    /// [`with_backend`](Self::with_backend) chose one, the store opens on the backend its
+    /// marker names; a chosen backend that differs is [`StorageError::BackendMismatch`].
+    /// For tools that open stores they did not make.
+    ///
+    /// ```
+    /// use typed_kv::{DatabaseBackend, StorageBuilder, StorageError};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let missing = StorageBuilder::new(dir.path().join("nothing")).must_exist().build();
+    /// assert!(matches!(missing, Err(StorageError::StoreNotFound { .. })));
+    ///
+    /// drop(StorageBuilder::new(dir.path()).with_backend(DatabaseBackend::Sled).build()?);
+    /// let reopened = StorageBuilder::new(dir.path()).must_exist().build()?;
+    /// assert_eq!(reopened.backend(), DatabaseBackend::Sled);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn must_exist(mut self) -> Self {
+        self.must_exist = true;
         self
     }
 
@@ -101,13 +131,18 @@ impl StorageBuilder {
     pub fn build(self) -> Result<Storage> {
         let Self {
             path,
-            backend,
+            mut backend,
             recreate,
             version,
             durability,
             #[cfg(feature = "native")]
             native,
+            backend_chosen,
+            must_exist,
         } = self;
+        if must_exist {
+            backend = existing_backend(&path, backend_chosen.then_some(backend))?;
+        }
         if !backend.is_compiled() {
             return Err(StorageError::BackendNotCompiled { backend });
         }
@@ -162,6 +197,26 @@ impl StorageBuilder {
             Err(e) => return Err(e),
         };
         Storage::from_engine(path, engine, recreate, version, lock)
+    }
+}
+
+/// The backend of the store at `path`, for [`StorageBuilder::must_exist`]: an error if there
+/// is none, or if it is not `chosen` (when given).
+fn existing_backend(path: &Path, chosen: Option<DatabaseBackend>) -> Result<DatabaseBackend> {
+    let not_found = |reason| StorageError::StoreNotFound { path: path.to_owned(), reason };
+    if !path.exists() {
+        return Err(not_found("the path does not exist"));
+    }
+    match inspect_dir(path)? {
+        DirState::Empty => Err(not_found("the directory is empty")),
+        DirState::Store(found) => match chosen {
+            Some(requested) if requested != found => Err(StorageError::BackendMismatch {
+                path: path.to_owned(),
+                found: found.name().to_owned(),
+                requested,
+            }),
+            _ => Ok(found),
+        },
     }
 }
 

@@ -192,6 +192,26 @@ pub enum StorageError {
         reason: String,
     },
 
+    /// A copy between storages was refused or could not finish
+    /// ([`Storage::copy_to`](crate::Storage::copy_to)).
+    #[error("copy into {} refused: {reason}", target.display())]
+    CopyRefused {
+        /// The target storage's path.
+        target: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
+    /// No typed-kv store is at the path, and the builder was told not to create one
+    /// ([`StorageBuilder::must_exist`](crate::StorageBuilder::must_exist)).
+    #[error("no typed-kv store at {}: {reason}", path.display())]
+    StoreNotFound {
+        /// The path.
+        path: PathBuf,
+        /// What is there instead.
+        reason: &'static str,
+    },
+
     /// An ingest worker stopped unexpectedly.
     #[error("ingest into table `{table}` stopped: {reason}")]
     Ingest {

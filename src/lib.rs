@@ -68,6 +68,19 @@
 //! on every backend. Table names: 1 to 200 bytes, no control characters, not starting with
 //! `__typed_kv`. sled has no snapshots: typed-kv emulates them by making writers wait while a
 //! snapshot is open. `len` is O(n) on sled and RocksDB.
+//!
+//! ## Operating a store
+//!
+//! - [`Storage::copy_to`] copies every table, stamps and bytes as stored, into a storage of
+//!   any backend, in atomic chunks with back-pressure: the way from one engine to another.
+//! - [`Storage::stats`]: keys, bytes on disk, aligned copies and compactions, per table and
+//!   in total, as far as the engine tells without reading the data.
+//! - [`Storage::verify`] reads every record, checks the engine's checksums where it keeps
+//!   them and each key and value as far as its format allows without the Rust type, and
+//!   reports problems with table, key and reason.
+//! - [`Storage::untyped_table`] reads a table without its Rust types, for tools.
+//! - The `typed-kv` command-line tool (cargo feature `cli`) does all this from a shell:
+//!   `typed-kv info | verify | compact | copy | dump`.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -75,18 +88,25 @@ mod backends;
 mod builder;
 mod catalog;
 mod config;
+mod copy;
 #[cfg(feature = "native")]
 pub mod engine;
 mod error;
 pub mod formats;
+mod stats;
 mod storage;
 mod table;
 mod txn;
+pub mod untyped;
+mod verify;
 
 pub use backends::CompactionReport;
 pub use builder::StorageBuilder;
 pub use catalog::TableStamp;
 pub use config::{DatabaseBackend, Durability, Recreate};
+pub use copy::{
+    CopyBuilder, CopyProgress, CopyReport, TableCopy, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_RECORDS,
+};
 pub use error::{EngineError, Result, StorageError};
 pub use formats::bincode::BincodeFormat;
 pub use formats::bytes::BytesFormat;
@@ -95,9 +115,15 @@ pub use formats::ordered::{OrderedFormat, OrderedKey};
 pub use formats::postcard::PostcardFormat;
 pub use formats::rkyv::RkyvFormat;
 pub use formats::{FormatError, KeyFormat, OrderPreserving, ValueFormat};
+pub use stats::{StorageStats, TableStats};
 pub use storage::Storage;
 pub use table::{
     Entries, Guard, IngestOptions, IngestProgress, IngestReport, KeyValue, Table, TableBuilder,
     TableSnapshot, TableStream, Unset, MAX_KEY_LEN, MAX_VALUE_LEN,
 };
 pub use txn::{ReadTxn, WriteBatch};
+pub use untyped::{UntypedEntries, UntypedEntry, UntypedTable};
+pub use verify::{
+    ChecksumCheck, FormatCheck, TableVerify, VerifyProblem, VerifyProgress, VerifyReport, VerifyStage,
+    MAX_LISTED_PROBLEMS,
+};

@@ -1,11 +1,14 @@
 //! [`Storage`]: one open store, the handle every table, snapshot and batch comes from.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::backends::{CompactionReport, Engine, TableHandle};
+use parking_lot::Mutex;
+
 use crate::catalog::{TableStamp, CATALOG_TABLE, RESERVED_PREFIX};
 use crate::config::{DatabaseBackend, Recreate};
 use crate::error::{Result, StorageError};
@@ -39,8 +42,11 @@ pub(crate) struct StorageInner {
     path: PathBuf,
     pub(crate) recreate: Recreate,
     pub(crate) version: u64,
-    catalog: TableHandle,
-    pub(crate) aligned_copies: AtomicU64,
+    pub(crate) catalog: TableHandle,
+    /// Values copied into an aligned buffer, per table name (see [`Storage::aligned_copies`]).
+    aligned_copies: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// Compactions that `compact` ran (engines that compact in the background count more).
+    pub(crate) compactions: AtomicU64,
     /// Held (and so locked) for as long as the store is open.
     _lock: std::fs::File,
 }
@@ -74,7 +80,8 @@ impl Storage {
             recreate,
             version,
             catalog,
-            aligned_copies: AtomicU64::new(0),
+            aligned_copies: Mutex::new(HashMap::new()),
+            compactions: AtomicU64::new(0),
             _lock: lock,
         };
         Ok(Self { inner: Arc::new(inner) })
@@ -151,7 +158,11 @@ impl Storage {
     /// On redb this needs exclusive access: with a snapshot, guard or iterator alive it
     /// returns [`StorageError::Busy`].
     pub fn compact(&self) -> Result<CompactionReport> {
-        self.inner.engine.compact()
+        let report = self.inner.engine.compact()?;
+        if matches!(report, CompactionReport::Compacted { .. }) {
+            self.inner.compactions.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(report)
     }
 
     /// Makes every commit so far durable (useful with [`Durability::None`](crate::Durability::None)).
@@ -167,7 +178,28 @@ impl Storage {
     /// How many values were copied into an aligned buffer because the engine gave misaligned
     /// bytes to a format that needs alignment (rkyv), since the storage was opened.
     pub fn aligned_copies(&self) -> u64 {
-        self.inner.aligned_copies.load(Ordering::Relaxed)
+        self.inner.aligned_copies.lock().values().map(|n| n.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The counter of aligned copies of table `name`, shared by every typed table of that name.
+    pub(crate) fn aligned_copy_counter(&self, name: &str) -> Arc<AtomicU64> {
+        Arc::clone(self.inner.aligned_copies.lock().entry(name.to_owned()).or_default())
+    }
+
+    /// Aligned copies of table `name` since the storage was opened.
+    pub(crate) fn aligned_copies_of(&self, name: &str) -> u64 {
+        self.inner.aligned_copies.lock().get(name).map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// Every catalog entry: table name and raw stamp, in name order.
+    pub(crate) fn catalog_entries(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let all = std::ops::Bound::Unbounded;
+        let mut entries = Vec::new();
+        for entry in self.inner.engine.range(&self.inner.catalog, all, all)? {
+            let (key, value) = entry?;
+            entries.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
+        }
+        Ok(entries)
     }
 
     /// A consistent read view across all tables of this storage. Point reads, scans and

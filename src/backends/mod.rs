@@ -12,6 +12,7 @@ use std::path::Path;
 
 use crate::config::{DatabaseBackend, Durability};
 use crate::error::{Result, StorageError};
+use crate::verify::{ChecksumCheck, VerifyProblem};
 
 #[cfg(feature = "native")]
 mod native;
@@ -241,6 +242,11 @@ pub(crate) trait Engine: Send + Sync {
     /// Opens the table `name`, creating it if missing. Its values' format needs them
     /// aligned to `value_align` bytes (engines that can, store them so).
     fn open_table(&self, name: &str, value_align: usize) -> Result<TableHandle>;
+    /// The table `name` for reading only, without creating it or writing anything; `None`
+    /// if it does not exist. By default, [`open_table`](Self::open_table).
+    fn table_for_reading(&self, name: &str) -> Result<Option<TableHandle>> {
+        self.open_table(name, 1).map(Some)
+    }
     /// Deletes the table `name` and its contents; `false` if there was none.
     fn drop_table(&self, name: &str) -> Result<bool>;
     /// The value under `key`, lent by the engine.
@@ -270,6 +276,64 @@ pub(crate) trait Engine: Send + Sync {
     fn flush(&self) -> Result<()>;
     /// Bytes the engine's files take on disk.
     fn disk_size(&self) -> Result<u64>;
+
+    /// What the engine knows about one table without reading it. Unknown by default.
+    fn table_figures(&self, _table: &TableHandle) -> Result<TableFigures> {
+        Ok(TableFigures::default())
+    }
+
+    /// What the engine knows about itself without reading its data. Unknown by default.
+    fn figures(&self) -> Result<EngineFigures> {
+        Ok(EngineFigures::default())
+    }
+
+    /// Re-reads the engine's files and checks its own checksums, if it keeps any that can be
+    /// checked on demand: problems go to `problems`, and `progress(bytes_read, bytes_total)`
+    /// is called now and then. By default, says why it cannot.
+    fn verify_checksums(
+        &self,
+        _progress: &mut dyn FnMut(u64, u64),
+        _problems: &mut Vec<VerifyProblem>,
+    ) -> Result<ChecksumCheck> {
+        Ok(ChecksumCheck::NotAvailable { reason: no_checksum_check(self.backend()).to_owned() })
+    }
+}
+
+/// What an engine knows about one table without reading it ([`Engine::table_figures`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TableFigures {
+    /// Keys, when the engine keeps a count.
+    pub(crate) keys: Option<u64>,
+    /// Bytes the table takes in the engine's files, when the engine knows it per table.
+    pub(crate) bytes: Option<u64>,
+}
+
+/// What an engine knows about itself without reading its data ([`Engine::figures`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct EngineFigures {
+    /// Bytes of live data (keys, values, record headers) in the engine's files.
+    pub(crate) live_bytes: Option<u64>,
+    /// Bytes a compaction could give back.
+    pub(crate) reclaimable_bytes: Option<u64>,
+    /// Data files (native: segments).
+    pub(crate) files: Option<u64>,
+    /// Compactions the engine ran since it was opened, background ones included.
+    pub(crate) compactions: Option<u64>,
+}
+
+/// Why an engine without an on-demand checksum check has none, in words.
+fn no_checksum_check(backend: DatabaseBackend) -> &'static str {
+    match backend {
+        DatabaseBackend::Sled => {
+            "sled checks the CRCs of its log when it opens the store (a damaged log does not open) \
+             but offers no check of a store that is open"
+        }
+        DatabaseBackend::RocksDb => {
+            "RocksDB checks each block's checksum as the block is read, which reading every record \
+             does; typed-kv does not run RocksDB's whole-file check"
+        }
+        _ => "this engine offers no checksum check",
+    }
 }
 
 /// A consistent read view across tables; bytes it lends live as long as it does.

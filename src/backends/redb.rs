@@ -20,10 +20,12 @@ use redb::{
 };
 
 use super::{
-    CompactionReport, Engine, EngineOptions, EngineSnapshot, RawBatch, RawBytes, RawIter, TableHandle,
+    CompactionReport, Engine, EngineOptions, EngineSnapshot, RawBatch, RawBytes, RawIter, TableFigures,
+    TableHandle,
 };
 use crate::config::{DatabaseBackend, Durability};
 use crate::error::{Result, StorageError};
+use crate::verify::{ChecksumCheck, VerifyProblem};
 
 const BACKEND: DatabaseBackend = DatabaseBackend::Redb;
 /// The database file inside the storage directory.
@@ -106,6 +108,11 @@ impl Engine for RedbEngine {
         txn.open_table(definition(name)).map_err(|e| err(format!("creating table `{name}`"), e))?;
         self.commit(txn, &format!("creation of table `{name}`"))?;
         Ok(TableHandle::Redb(Arc::from(name)))
+    }
+
+    fn table_for_reading(&self, name: &str) -> Result<Option<TableHandle>> {
+        let exists = open_read(&self.begin_read()?, name)?.is_some();
+        Ok(exists.then(|| TableHandle::Redb(Arc::from(name))))
     }
 
     fn drop_table(&self, name: &str) -> Result<bool> {
@@ -227,6 +234,56 @@ impl Engine for RedbEngine {
         std::fs::metadata(&self.file)
             .map(|m| m.len())
             .map_err(|e| StorageError::io("measuring", &self.file, e))
+    }
+
+    /// Keys from redb's count (O(1)). redb can tell the bytes of a table, but only by walking
+    /// every page of it, which is not cheap: not asked.
+    fn table_figures(&self, table: &TableHandle) -> Result<TableFigures> {
+        Ok(TableFigures { keys: Some(self.len(table)?), bytes: None })
+    }
+
+    /// redb's `check_integrity`: every page against its XXH3 checksum, and the allocator
+    /// state. It needs exclusive access, and repairs what it can (so it may write).
+    fn verify_checksums(
+        &self,
+        progress: &mut dyn FnMut(u64, u64),
+        problems: &mut Vec<VerifyProblem>,
+    ) -> Result<ChecksumCheck> {
+        let size = self.disk_size()?;
+        progress(0, size);
+        let mut db = self.db.write();
+        let outcome = db.check_integrity();
+        drop(db);
+        progress(size, size);
+        let damaged = |reason: String| {
+            VerifyProblem::in_file(
+                None,
+                None,
+                self.file.clone(),
+                0,
+                format!("{reason} (redb integrity check)"),
+            )
+        };
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => problems.push(damaged("redb found damaged pages and repaired the file".into())),
+            Err(DatabaseError::TransactionInProgress) => {
+                return Ok(ChecksumCheck::NotAvailable {
+                    reason: "redb checks its pages only when no snapshot, guard or iterator of the store \
+                             is alive, and one was"
+                        .into(),
+                })
+            }
+            Err(DatabaseError::Storage(redb::StorageError::Corrupted(reason))) => {
+                problems.push(damaged(reason))
+            }
+            Err(e) => return Err(err("checking integrity", e)),
+        }
+        Ok(ChecksumCheck::Checked {
+            method: "redb's integrity check: XXH3 checksum of every page, allocator state",
+            bytes: size,
+            records: None,
+        })
     }
 }
 

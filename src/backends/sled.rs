@@ -266,6 +266,15 @@ impl Engine for SledEngine {
         Ok(TableHandle::Sled(tree))
     }
 
+    /// Opens the tree only if it exists (`open_tree` would create it), without syncing.
+    fn table_for_reading(&self, name: &str) -> Result<Option<TableHandle>> {
+        let _guard = self.lock.read_recursive();
+        let tree = self
+            .existing_tree(&IVec::from(tree_name(name)))
+            .map_err(|e| err(format!("opening table `{name}`"), e))?;
+        Ok(tree.map(TableHandle::Sled))
+    }
+
     fn drop_table(&self, name: &str) -> Result<bool> {
         let existed = {
             let _guard = self.write_guard()?;

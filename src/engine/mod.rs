@@ -65,6 +65,7 @@ mod record;
 mod recovery;
 mod segment;
 mod tables;
+mod verify;
 mod writer;
 
 use std::fmt;
@@ -83,6 +84,7 @@ pub use read::{Key, OwnedRange, Range, Snapshot, Value};
 pub use record::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use recovery::RecoveryReport;
 pub use tables::MAX_TABLE_NAME_LEN;
+pub use verify::{VerifyProblem, VerifyReport};
 
 use index::Version;
 use io::{OsVfs, Vfs};

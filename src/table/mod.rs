@@ -154,6 +154,7 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> TableBuilder<K, V, KF, VF> {
             }
             self.storage.write_stamp(&self.name, &requested)?;
         }
+        let aligned_copies = self.storage.aligned_copy_counter(&self.name);
         Ok(Table {
             inner: Arc::new(TableInner {
                 storage: self.storage,
@@ -161,6 +162,7 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> TableBuilder<K, V, KF, VF> {
                 handle,
                 key_format: self.key_format,
                 value_format: self.value_format,
+                aligned_copies,
             }),
             _types: PhantomData,
         })
@@ -201,6 +203,8 @@ pub(crate) struct TableInner<KF, VF> {
     pub(crate) handle: TableHandle,
     pub(crate) key_format: KF,
     pub(crate) value_format: VF,
+    /// Values of this table copied into an aligned buffer (shared with the storage's stats).
+    pub(crate) aligned_copies: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<K, V, KF, VF> Clone for Table<K, V, KF, VF> {
@@ -451,7 +455,7 @@ impl<KF, VF> TableInner<KF, VF> {
     where
         VF: ValueFormat<V>,
     {
-        Guard::new(bytes, &self.value_format, &self.storage.inner.aligned_copies)
+        Guard::new(bytes, &self.value_format, &self.aligned_copies)
             .map_err(|e| decode_error(&self.name, "value", Some(key), e))
     }
 
