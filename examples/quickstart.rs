@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    // No `with_backend`: the default backend (redb unless configured otherwise).
+    // No `with_backend`: the default backend, typed-kv's native engine.
     let storage = StorageBuilder::new(&path).build()?;
     println!("opened a {} store at {}", storage.backend(), path.display());
 
@@ -95,7 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let deleted = table.delete(&2)?;
     println!("delete(2): {deleted}, get(2) is none: {}", table.get(&2)?.is_none());
 
-    // compact: reclaim space. redb needs no guard, iterator or snapshot alive for this.
+    // compact: reclaim space (on redb, no guard, iterator or snapshot may be alive then).
     let compaction = storage.compact()?;
     println!("compact: {compaction:?}");
     println!("done: {} entries in `{}`", table.len()?, table.name());
