@@ -103,8 +103,8 @@ pub fn raw_put_in(backend: DatabaseBackend, dir: &Path, table: &str, key: &[u8],
             let mut opts = rocksdb::Options::default();
             opts.create_if_missing(true);
             // A fresh directory has no database to list yet: only `default` then.
-            let cfs = rocksdb::DB::list_cf(&opts, &dir).unwrap_or_else(|_| vec!["default".to_owned()]);
-            let mut db = rocksdb::DB::open_cf(&opts, &dir, &cfs).unwrap();
+            let cfs = rocksdb::DB::list_cf(&opts, dir).unwrap_or_else(|_| vec!["default".to_owned()]);
+            let mut db = rocksdb::DB::open_cf(&opts, dir, &cfs).unwrap();
             if db.cf_handle(table).is_none() {
                 db.create_cf(table, &rocksdb::Options::default()).unwrap();
             }
