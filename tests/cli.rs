@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{open, Record};
-use typed_kv::{BytesFormat, DatabaseBackend, OrderedFormat, RkyvFormat, Storage};
+use typed_kv::{BytesFormat, DatabaseBackend, OrderedFormat, Storage};
 
 /// Runs `typed-kv` with `args`; stderr is a pipe, so progress bars stay hidden.
 fn typed_kv(args: &[&str]) -> Output {
@@ -49,12 +49,7 @@ fn fill(storage: &Storage) {
         .build()
         .unwrap();
     ids.put_all((0..3).map(|i| (i, format!("value {i}").into_bytes()))).unwrap();
-    let records = storage
-        .new_table::<u64, Record>("records")
-        .with_key_format(OrderedFormat::new())
-        .with_value_format(RkyvFormat::new())
-        .build()
-        .unwrap();
+    let records = common::records_table(storage, "records");
     records.put_all((0..40).map(|i| (i, Record::new(i)))).unwrap();
 }
 

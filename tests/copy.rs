@@ -20,12 +20,7 @@ const TABLES: [&str; 6] = ["blobs", "companies", "empty", "names", "records", "s
 /// Six tables of different formats, 1,003 records in all, with an empty value and one value
 /// larger than a copy chunk.
 fn fill(storage: &Storage) -> u64 {
-    let records = storage
-        .new_table::<u64, Record>("records")
-        .with_key_format(OrderedFormat::new())
-        .with_value_format(RkyvFormat::new())
-        .build()
-        .unwrap();
+    let records = common::records_table(storage, "records");
     records.put_all((0..400).map(|i| (i, Record::new(i)))).unwrap();
     let names = storage
         .new_table::<(String, i32), String>("names")
@@ -49,12 +44,7 @@ fn fill(storage: &Storage) -> u64 {
         .build()
         .unwrap();
     companies.put_all((0..200).map(|i| (i, sample(i)))).unwrap();
-    let blobs = storage
-        .new_table::<Vec<u8>, Vec<u8>>("blobs")
-        .with_key_format(BytesFormat::new())
-        .with_value_format(BytesFormat::new())
-        .build()
-        .unwrap();
+    let blobs = common::blobs_table(storage, "blobs");
     blobs.put(&b"empty".to_vec(), &Vec::new()).unwrap();
     blobs.put(&b"large".to_vec(), &vec![0xAB; 200 << 10]).unwrap();
     blobs.put(&vec![0, 255, 0], &b"binary key".to_vec()).unwrap();

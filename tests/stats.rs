@@ -3,24 +3,14 @@
 mod common;
 
 use common::{open, Record};
-use typed_kv::{BytesFormat, CompactionReport, DatabaseBackend, OrderedFormat, RkyvFormat};
+use typed_kv::{CompactionReport, DatabaseBackend};
 
 fn counts_keys_where_the_engine_can(backend: DatabaseBackend) {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(backend, dir.path());
-    let records = storage
-        .new_table::<u64, Record>("records")
-        .with_key_format(OrderedFormat::new())
-        .with_value_format(RkyvFormat::new())
-        .build()
-        .unwrap();
+    let records = common::records_table(&storage, "records");
     records.put_all((0..50).map(|i| (i, Record::new(i)))).unwrap();
-    let blobs = storage
-        .new_table::<Vec<u8>, Vec<u8>>("blobs")
-        .with_key_format(BytesFormat::new())
-        .with_value_format(BytesFormat::new())
-        .build()
-        .unwrap();
+    let blobs = common::blobs_table(&storage, "blobs");
     blobs.put_all((0..7u8).map(|i| (vec![i], vec![i; 33]))).unwrap();
     for i in 0..50 {
         drop(records.get(&i).unwrap());
@@ -58,12 +48,7 @@ fn counts_keys_where_the_engine_can(backend: DatabaseBackend) {
 fn counts_compactions(backend: DatabaseBackend) {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(backend, dir.path());
-    let blobs = storage
-        .new_table::<Vec<u8>, Vec<u8>>("blobs")
-        .with_key_format(BytesFormat::new())
-        .with_value_format(BytesFormat::new())
-        .build()
-        .unwrap();
+    let blobs = common::blobs_table(&storage, "blobs");
     for round in 0..3u8 {
         blobs.put_all((0..100u8).map(|i| (vec![i], vec![round; 500]))).unwrap();
     }

@@ -10,17 +10,12 @@ use common::{open, raw_put, Record};
 use company::{sample, Company};
 use typed_kv::{
     BytesFormat, ChecksumCheck, DatabaseBackend, FlatbuffersFormat, FormatCheck, OrderedFormat,
-    PostcardFormat, RkyvFormat, Storage, VerifyReport,
+    PostcardFormat, Storage, VerifyReport,
 };
 
 /// Four tables: ordered/rkyv, ordered/flatbuffers, bytes/bytes, ordered (custom-free)/postcard.
 fn fill(storage: &Storage) {
-    let records = storage
-        .new_table::<u64, Record>("records")
-        .with_key_format(OrderedFormat::new())
-        .with_value_format(RkyvFormat::new())
-        .build()
-        .unwrap();
+    let records = common::records_table(storage, "records");
     records.put_all((0..100).map(|i| (i, Record::new(i)))).unwrap();
     let companies = storage
         .new_table::<u64, Company>("companies")
@@ -29,12 +24,7 @@ fn fill(storage: &Storage) {
         .build()
         .unwrap();
     companies.put_all((0..50).map(|i| (i, sample(i)))).unwrap();
-    let blobs = storage
-        .new_table::<Vec<u8>, Vec<u8>>("blobs")
-        .with_key_format(BytesFormat::new())
-        .with_value_format(BytesFormat::new())
-        .build()
-        .unwrap();
+    let blobs = common::blobs_table(storage, "blobs");
     blobs.put_all((0..20u8).map(|i| (vec![i], format!("blob {i}").into_bytes()))).unwrap();
     let names = storage
         .new_table::<(String, u32), String>("names")

@@ -36,6 +36,32 @@ impl Record {
     }
 }
 
+/// A table of [`Record`]s under ordered `u64` keys, with rkyv values.
+pub fn records_table(
+    storage: &Storage,
+    name: &str,
+) -> typed_kv::Table<u64, Record, typed_kv::OrderedFormat, typed_kv::RkyvFormat> {
+    storage
+        .new_table::<u64, Record>(name)
+        .with_key_format(typed_kv::OrderedFormat::new())
+        .with_value_format(typed_kv::RkyvFormat::new())
+        .build()
+        .unwrap()
+}
+
+/// A table of raw byte keys and values.
+pub fn blobs_table(
+    storage: &Storage,
+    name: &str,
+) -> typed_kv::Table<Vec<u8>, Vec<u8>, typed_kv::BytesFormat, typed_kv::BytesFormat> {
+    storage
+        .new_table::<Vec<u8>, Vec<u8>>(name)
+        .with_key_format(typed_kv::BytesFormat::new())
+        .with_value_format(typed_kv::BytesFormat::new())
+        .build()
+        .unwrap()
+}
+
 pub fn open(backend: DatabaseBackend, path: &Path) -> Storage {
     StorageBuilder::new(path).with_backend(backend).build().expect("open storage")
 }
