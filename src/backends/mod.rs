@@ -126,6 +126,13 @@ struct RawOp {
     value: Option<(usize, usize)>,
 }
 
+/// The error for a write whose table slot the batch does not have: a bug in typed-kv,
+/// reported, not panicked.
+#[allow(dead_code)] // not every backend indexes slots itself
+pub(crate) fn missing_slot(backend: DatabaseBackend) -> StorageError {
+    StorageError::engine(backend, "writing a batch", "a write names a table slot the batch does not have")
+}
+
 /// One write of a [`RawBatch`], borrowed from it.
 pub(crate) struct RawWrite<'b> {
     /// Index of the table in [`RawBatch::tables`].

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::{
-    CompactionReport, Engine, EngineFigures, EngineOptions, EngineSnapshot, RawBatch, RawBytes, RawIter,
-    TableFigures, TableHandle,
+    missing_slot, CompactionReport, Engine, EngineFigures, EngineOptions, EngineSnapshot, RawBatch, RawBytes,
+    RawIter, TableFigures, TableHandle,
 };
 use crate::config::{DatabaseBackend, Durability};
 use crate::engine::{self, Db, Op, SyncMode, ValueAlign};
@@ -170,13 +170,7 @@ impl Engine for NativeEngine {
             .collect::<Result<Vec<_>>>()?;
         let mut ops = Vec::with_capacity(batch.len());
         for write in batch.writes() {
-            let Some((table, align)) = tables.get(write.slot) else {
-                return Err(StorageError::engine(
-                    BACKEND,
-                    "writing a batch",
-                    "a write names a table slot the batch does not have",
-                ));
-            };
+            let Some((table, align)) = tables.get(write.slot) else { return Err(missing_slot(BACKEND)) };
             ops.push(match write.value {
                 Some(value) => Op::Put { table, key: write.key, value, align: *align },
                 None => Op::Delete { table, key: write.key },

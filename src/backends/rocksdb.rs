@@ -292,13 +292,7 @@ impl Engine for RocksEngine {
         let cfs = batch.tables().map(|t| self.cf_for_write(handle_name(t)?)).collect::<Result<Vec<_>>>()?;
         let mut writes = WriteBatch::default();
         for write in batch.writes() {
-            let Some(cf) = cfs.get(write.slot) else {
-                return Err(StorageError::engine(
-                    BACKEND,
-                    "writing a batch",
-                    "a write names a table slot the batch does not have",
-                ));
-            };
+            let Some(cf) = cfs.get(write.slot) else { return Err(super::missing_slot(BACKEND)) };
             match write.value {
                 Some(value) => writes.put_cf(cf, write.key, value),
                 None => writes.delete_cf(cf, write.key),

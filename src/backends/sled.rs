@@ -360,11 +360,7 @@ impl Engine for SledEngine {
                 })
                 .map_err(|e| match e {
                     TransactionError::Storage(e) => err("writing a batch across tables", e),
-                    TransactionError::Abort(()) => StorageError::engine(
-                        BACKEND,
-                        "writing a batch across tables",
-                        "a write names a table slot the batch does not have",
-                    ),
+                    TransactionError::Abort(()) => super::missing_slot(BACKEND),
                 })?;
             }
         }
