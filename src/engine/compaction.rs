@@ -128,13 +128,7 @@ pub(crate) fn compact(inner: &Inner, scope: Scope) -> Result<CompactionStats> {
 /// Syncs the active segment, then publishes the writer's version: the copies (and any batch
 /// appended meanwhile) are durable before anyone sees them.
 fn publish_synced(inner: &Inner, w: &mut super::writer::Writer) -> Result<()> {
-    let file = w.active_file();
-    if let Err(e) = file.sync_data() {
-        let e = Error::io("syncing", w.active.segment.path(), e);
-        inner.poison(&e.to_string());
-        return Err(e);
-    }
-    inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+    inner.sync_log(&*w.active_file(), w.active.segment.path())?;
     inner.syncer.mark_synced(w.working.seq);
     inner.current.store(Arc::new(w.working.clone()));
     Ok(())

@@ -92,9 +92,10 @@ impl Ord for IndexKey {
     }
 }
 
-/// The first 8 bytes of `key` as a big-endian integer, zero-padded.
+/// The first 8 bytes of `key` as a big-endian integer, zero-padded: comparing prefixes
+/// orders keys as comparing bytes does, unless the prefixes are equal.
 #[inline]
-fn prefix_of(key: &[u8]) -> u64 {
+pub(crate) fn prefix_of(key: &[u8]) -> u64 {
     let mut first = [0u8; 8];
     let n = key.len().min(8);
     first[..n].copy_from_slice(&key[..n]);

@@ -403,9 +403,7 @@ impl Db {
     /// The value under `key` in `table`, read in place. Never waits for a writer.
     #[inline]
     pub fn get(&self, table: &Table, key: &[u8]) -> Option<Value> {
-        let version = self.inner.current.load();
-        let (segment, loc) = version.lookup(table.id, key)?;
-        Some(Value::new(segment, &loc))
+        self.get_by_id(table.id, key)
     }
 
     /// [`get`](Self::get) by table id.
@@ -598,13 +596,7 @@ impl Inner {
         dir: tables::TableDir,
         change: impl FnOnce(&mut Version),
     ) -> Result<()> {
-        let active = w.active_file();
-        if let Err(e) = active.sync_data() {
-            let e = Error::io("syncing", w.active.segment.path(), e);
-            self.poison(&e.to_string());
-            return Err(e);
-        }
-        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_log(&*w.active_file(), w.active.segment.path())?;
         if let Err(e) = tables::write(&*self.options.vfs, &self.dir, &dir) {
             self.poison(&e.to_string());
             return Err(e);
@@ -617,18 +609,23 @@ impl Inner {
         Ok(())
     }
 
+    /// Syncs a segment file of the log: counted, and a failure poisons the engine.
+    fn sync_log(&self, file: &dyn io::VfsFile, path: &Path) -> Result<()> {
+        let synced = file.sync_data().map_err(|e| Error::io("syncing", path, e));
+        if let Err(e) = &synced {
+            self.poison(&e.to_string());
+        }
+        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        synced
+    }
+
     fn flush(&self) -> Result<()> {
+        // Synced outside the writer lock: committers go on meanwhile.
         let (file, path) = {
             let w = self.writer.lock();
             (w.active_file(), w.active.segment.path().to_owned())
         };
-        file.sync_data().map_err(|e| {
-            let e = Error::io("syncing", path, e);
-            self.poison(&e.to_string());
-            e
-        })?;
-        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.sync_log(&*file, &path)
     }
 
     /// Writes a hint of the latest published version.

@@ -203,17 +203,12 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
             } else {
                 report.torn_tail_bytes += len - scanned.end as u64;
             }
-            o.segment.truncate_written(scanned.end as u64);
-            o.file.set_len(scanned.end as u64).map_err(|e| Error::io("truncating", path, e))?;
-            o.file.sync_data().map_err(|e| Error::io("syncing", path, e))?;
+            cut(o, scanned.end as u64)?;
         } else if scanned.end as u64 != len {
             // Zeros after the last batch of the newest segment: an append that never reached
             // the file. Cut them so the next batch follows the last one.
-            let path = o.segment.path();
             report.torn_tail_bytes += len - scanned.end as u64;
-            o.segment.truncate_written(scanned.end as u64);
-            o.file.set_len(scanned.end as u64).map_err(|e| Error::io("truncating", path, e))?;
-            o.file.sync_data().map_err(|e| Error::io("syncing", path, e))?;
+            cut(o, scanned.end as u64)?;
         }
     }
     let max_seq = replay.max_seq;
@@ -236,6 +231,15 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
     let usage = Usage::recount(&version);
     let writer = Writer::new(version, active, max_seq + 1, next_segment_id, usage, table_dir);
     Ok(Recovered { writer, report, lock })
+}
+
+/// Cuts segment `o` at `end`, durably. Its readable length is lowered first: nothing may
+/// read past the new end of the file.
+fn cut(o: &Opened, end: u64) -> Result<()> {
+    let path = o.segment.path();
+    o.segment.truncate_written(end);
+    o.file.set_len(end).map_err(|e| Error::io("truncating", path, e))?;
+    o.file.sync_data().map_err(|e| Error::io("syncing", path, e))
 }
 
 /// What scanning one segment found.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex};
 
 use super::error::{Error, Result};
-use super::index::{IndexKey, Loc, TableMap, Usage, Version};
+use super::index::{prefix_of, IndexKey, Loc, TableMap, Usage, Version};
 use super::io::{OpenMode, Vfs, VfsFile};
 use super::record::{self, Kind, RecordRef, SegmentHeader, MAX_KEY_LEN, MAX_VALUE_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{self, Segment};
@@ -74,18 +74,12 @@ fn write_order(ops: &[Op<'_>], order: &mut Vec<usize>) {
         return;
     }
     // Sort on (table, first 8 key bytes) first: most comparisons end there, as integers.
-    let prefix = |key: &[u8]| {
-        let mut first = [0u8; 8];
-        let n = key.len().min(8);
-        first[..n].copy_from_slice(&key[..n]);
-        u64::from_be_bytes(first)
-    };
     let mut keyed: Vec<(u32, u64, usize)> = ops
         .iter()
         .enumerate()
         .map(|(i, op)| {
             let (table, key) = target(op);
-            (table, prefix(key), i)
+            (table, prefix_of(key), i)
         })
         .collect();
     keyed.sort_unstable_by(|a, b| {
