@@ -17,34 +17,62 @@ use typed_kv::{
 /// Table names [`fill`] makes, in name order.
 const TABLES: [&str; 6] = ["blobs", "companies", "empty", "names", "records", "scores"];
 
-/// Six tables of different formats, 1,003 records in all, with an empty value and one value
-/// larger than a copy chunk.
-fn fill(storage: &Storage) -> u64 {
-    let records = common::records_table(storage, "records");
-    records.put_all((0..400).map(|i| (i, Record::new(i)))).unwrap();
-    let names = storage
-        .new_table::<(String, i32), String>("names")
+type Typed<K, V, KF, VF> = typed_kv::Result<typed_kv::Table<K, V, KF, VF>>;
+
+// The typed tables `fill` writes, opened the same way on both sides of a copy.
+fn records(storage: &Storage) -> Typed<u64, Record, OrderedFormat, RkyvFormat> {
+    storage
+        .new_table("records")
+        .with_key_format(OrderedFormat::new())
+        .with_value_format(RkyvFormat::new())
+        .build()
+}
+
+fn names(storage: &Storage) -> Typed<(String, i32), String, OrderedFormat, PostcardFormat> {
+    storage
+        .new_table("names")
         .with_key_format(OrderedFormat::new())
         .with_value_format(PostcardFormat::new())
         .with_version(3)
         .build()
-        .unwrap();
-    names.put_all((-100..100i32).map(|i| ((format!("name {}", i.abs()), i), format!("value {i}")))).unwrap();
-    let scores = storage
-        .new_table::<u32, Record>("scores")
+}
+
+fn scores(storage: &Storage) -> Typed<u32, Record, BincodeFormat, BincodeFormat> {
+    storage
+        .new_table("scores")
         .with_key_format(BincodeFormat::new())
         .with_value_format(BincodeFormat::new())
         .build()
-        .unwrap();
-    scores.put_all((0..200).map(|i| (i, Record::new(u64::from(i))))).unwrap();
-    let companies = storage
-        .new_table::<u64, Company>("companies")
+}
+
+fn companies(storage: &Storage) -> Typed<u64, Company, OrderedFormat, FlatbuffersFormat> {
+    storage
+        .new_table("companies")
         .with_key_format(OrderedFormat::new())
         .with_value_format(FlatbuffersFormat::new())
         .build()
-        .unwrap();
+}
+
+fn blobs(storage: &Storage) -> Typed<Vec<u8>, Vec<u8>, BytesFormat, BytesFormat> {
+    storage
+        .new_table("blobs")
+        .with_key_format(BytesFormat::new())
+        .with_value_format(BytesFormat::new())
+        .build()
+}
+
+/// Six tables of different formats, 1,003 records in all, with an empty value and one value
+/// larger than a copy chunk.
+fn fill(storage: &Storage) -> u64 {
+    let records = records(storage).unwrap();
+    records.put_all((0..400).map(|i| (i, Record::new(i)))).unwrap();
+    let names = names(storage).unwrap();
+    names.put_all((-100..100i32).map(|i| ((format!("name {}", i.abs()), i), format!("value {i}")))).unwrap();
+    let scores = scores(storage).unwrap();
+    scores.put_all((0..200).map(|i| (i, Record::new(u64::from(i))))).unwrap();
+    let companies = companies(storage).unwrap();
     companies.put_all((0..200).map(|i| (i, sample(i)))).unwrap();
-    let blobs = common::blobs_table(storage, "blobs");
+    let blobs = blobs(storage).unwrap();
     blobs.put(&b"empty".to_vec(), &Vec::new()).unwrap();
     blobs.put(&b"large".to_vec(), &vec![0xAB; 200 << 10]).unwrap();
     blobs.put(&vec![0, 255, 0], &b"binary key".to_vec()).unwrap();
@@ -83,42 +111,16 @@ fn contents(storage: &Storage) -> Contents {
 /// Builds every table of [`fill`] with its types on `storage` and reads a value of each: the
 /// stamps match (no `TableTypeMismatch`) and guards validate the copied bytes.
 fn open_typed(storage: &Storage, context: &str) {
-    let records = storage
-        .new_table::<u64, Record>("records")
-        .with_key_format(OrderedFormat::new())
-        .with_value_format(RkyvFormat::new())
-        .build()
-        .unwrap_or_else(|e| panic!("{context}: records: {e}"));
+    let records = records(storage).unwrap_or_else(|e| panic!("{context}: records: {e}"));
     assert_eq!(records.get(&399).unwrap().expect("copied").name, "record-399", "{context}");
-    let names = storage
-        .new_table::<(String, i32), String>("names")
-        .with_key_format(OrderedFormat::new())
-        .with_value_format(PostcardFormat::new())
-        .with_version(3)
-        .build()
-        .unwrap_or_else(|e| panic!("{context}: names: {e}"));
+    let names = names(storage).unwrap_or_else(|e| panic!("{context}: names: {e}"));
     assert_eq!(*names.get(&("name 7".into(), -7)).unwrap().expect("copied"), "value -7", "{context}");
-    let scores = storage
-        .new_table::<u32, Record>("scores")
-        .with_key_format(BincodeFormat::new())
-        .with_value_format(BincodeFormat::new())
-        .build()
-        .unwrap_or_else(|e| panic!("{context}: scores: {e}"));
+    let scores = scores(storage).unwrap_or_else(|e| panic!("{context}: scores: {e}"));
     assert_eq!(*scores.get(&5).unwrap().expect("copied"), Record::new(5), "{context}");
-    let companies = storage
-        .new_table::<u64, Company>("companies")
-        .with_key_format(OrderedFormat::new())
-        .with_value_format(FlatbuffersFormat::new())
-        .build()
-        .unwrap_or_else(|e| panic!("{context}: companies: {e}"));
+    let companies = companies(storage).unwrap_or_else(|e| panic!("{context}: companies: {e}"));
     let company = companies.get(&42).unwrap().expect("copied");
     assert_eq!(Company::from_table(&company.root()), sample(42), "{context}");
-    let blobs = storage
-        .new_table::<Vec<u8>, Vec<u8>>("blobs")
-        .with_key_format(BytesFormat::new())
-        .with_value_format(BytesFormat::new())
-        .build()
-        .unwrap_or_else(|e| panic!("{context}: blobs: {e}"));
+    let blobs = blobs(storage).unwrap_or_else(|e| panic!("{context}: blobs: {e}"));
     assert_eq!(blobs.get(&b"large".to_vec()).unwrap().expect("copied").len(), 200 << 10, "{context}");
     assert_eq!(blobs.get(&b"empty".to_vec()).unwrap().expect("copied").len(), 0, "{context}");
 }
