@@ -187,12 +187,7 @@ fn a_target_with_tables_is_refused_unless_overwrite() {
     let source = open(DatabaseBackend::Sled, &dir.path().join("source"));
     fill(&source);
     let target = open(DatabaseBackend::Native, &dir.path().join("target"));
-    let records = target
-        .new_table::<u64, Record>("records")
-        .with_key_format(OrderedFormat::new())
-        .with_value_format(RkyvFormat::new())
-        .build()
-        .unwrap();
+    let records = records(&target).unwrap();
     records.put(&100_000, &Record::new(100_000)).unwrap();
     let kept = target
         .new_table::<u8, u8>("target-only")
