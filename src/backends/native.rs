@@ -130,9 +130,14 @@ impl Engine for NativeEngine {
     #[inline]
     fn get<'a>(&'a self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'a>>> {
         let t = handle(table)?;
-        if let Some(value) = self.db.get_by_id(t.id.load(Ordering::Relaxed), key) {
+        let id = t.id.load(Ordering::Relaxed);
+        if let Some(value) = self.db.get_by_id(id, key) {
             return Ok(Some(RawBytes::Native(value)));
         }
+        if self.db.has_table_id(id) {
+            return Ok(None); // a plain miss
+        }
+        // The cached table was dropped: look its name up again (it may exist anew).
         Ok(self.current(t).and_then(|table| self.db.get(&table, key)).map(RawBytes::Native))
     }
 
@@ -274,8 +279,12 @@ impl EngineSnapshot for NativeSnapshot {
     #[inline]
     fn get<'s>(&'s self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'s>>> {
         let t = handle(table)?;
-        if let Some(value) = self.snapshot.get_by_id(t.id.load(Ordering::Relaxed), key) {
+        let id = t.id.load(Ordering::Relaxed);
+        if let Some(value) = self.snapshot.get_by_id(id, key) {
             return Ok(Some(RawBytes::Borrowed(value)));
+        }
+        if self.snapshot.has_table_id(id) {
+            return Ok(None); // a plain miss
         }
         Ok(self.table(table)?.and_then(|t| self.snapshot.get(&t, key)).map(RawBytes::Borrowed))
     }
