@@ -279,9 +279,18 @@ fn assert_contents(db: &Db, expected: &Contents, what: &str) {
     assert!(found == *expected, "{what}: the store differs from the model: {}", diff(&found, expected));
 }
 
-/// Options without background work, so that every file operation is the test's doing.
+/// Options without background work, so that every file operation is the test's doing, and
+/// without preallocated zeros, so that a segment's length is the end of its last batch (the
+/// torn-tail and bit-flip tests find batches by file length; `i_preallocated_zeros…` covers
+/// preallocation).
 fn quiet(segment_size: u64) -> Options {
-    Options { segment_size, checkpoint_bytes: 0, compaction_threshold: 0.0, ..Options::default() }
+    Options {
+        segment_size,
+        checkpoint_bytes: 0,
+        compaction_threshold: 0.0,
+        preallocate: 0,
+        ..Options::default()
+    }
 }
 
 /// Reopens `dir` with its hint, then without any, checking the contents both times.
@@ -1076,6 +1085,64 @@ fn d_held_values_and_snapshots_survive_overwrites_rotation_and_compaction() {
         assert_eq!(&value[..], &expected[..], "held value {i} after the Db was dropped");
     }
     assert!(dump_snapshot(&snapshot, &snapshot_tables) == old, "the snapshot after the Db was dropped");
+}
+
+/// Small commits write zeros ahead of the log so that later ones do not grow the file. A
+/// crash image (the directory copied while the Db is open) ends in those zeros: reopening it
+/// loses nothing and cuts them without calling them torn. A sealed segment and a cleanly
+/// closed one end at their last record.
+#[test]
+fn i_preallocated_zeros_are_cut_at_sealing_close_and_recovery() {
+    let dir = scratch();
+    let preallocate = 8 << 10;
+    let options = || Options { preallocate, ..quiet(32 << 10) };
+    let db = Db::open(dir.path(), options()).expect("open");
+    db.table("a").expect("table a");
+    db.table("b").expect("table b");
+    let mut contents = empty_tables(&["a", "b"]);
+    let mut grew = 0;
+    for b in 0..400 {
+        let steps = small_batch(b, true);
+        let newest = segments(dir.path()).pop().expect("a segment");
+        let before = file_len(&newest);
+        commit(&db, &steps).expect("write");
+        apply(&mut contents, &steps);
+        let after = file_len(&segments(dir.path()).pop().expect("a segment"));
+        if segment_id(&newest) == segment_id(&segments(dir.path()).pop().expect("a segment"))
+            && after > before
+        {
+            grew += 1;
+        }
+    }
+    let all = segments(dir.path());
+    assert!(all.len() >= 3, "the log rotated: {} segments", all.len());
+    // 400 batches of ~350 bytes: about 140 KB grown 8 KiB at a time, about 20 times.
+    assert!((1..=40).contains(&grew), "files grew {grew} times in 400 small commits");
+    let newest = all.last().expect("a segment");
+    let lengths: Vec<u64> = all.iter().map(|p| file_len(p)).collect();
+
+    // A crash image: reopening it keeps every commit and cuts the zeros, untorn.
+    let image = dir.path().join("crash");
+    copy_dir(dir.path(), &image);
+    let reopened = Db::open(&image, options()).expect("reopen the crash image");
+    let report = reopened.stats().recovery;
+    assert_eq!(report.torn_tail_bytes, 0, "zeros are not a torn tail: {report:?}");
+    assert_contents(&reopened, &contents, "the crash image");
+    drop(reopened);
+    let cut: Vec<u64> = segments(&image).iter().map(|p| file_len(p)).collect();
+    let data_end = *cut.last().expect("a segment");
+    assert!(
+        lengths.last().is_some_and(|&len| len > data_end),
+        "zeros lay ahead of the newest segment's data"
+    );
+    assert_eq!(cut[..cut.len() - 1], lengths[..lengths.len() - 1], "sealed segments had no zeros to cut");
+
+    // A clean close leaves no zeros behind.
+    drop(db);
+    assert_eq!(file_len(newest), data_end, "a clean close cuts the zeros");
+    let reopened = Db::open(dir.path(), options()).expect("reopen");
+    assert_eq!(reopened.stats().recovery.torn_tail_bytes, 0);
+    assert_contents(&reopened, &contents, "after a clean close");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -32,7 +32,9 @@ pub struct RecoveryReport {
     pub batches_replayed: u64,
     /// Bytes of log scanned.
     pub bytes_scanned: u64,
-    /// Bytes cut off the end of the newest segment (a torn, never acknowledged tail).
+    /// Bytes cut off the end of the newest segment after its last whole batch: a torn,
+    /// never acknowledged tail (with any preallocated zeros after it). A tail of zeros
+    /// alone is unused space, not counted.
     pub torn_tail_bytes: u64,
     /// Damaged batches dropped by [`Options::repair`](super::Options::repair): file, offset
     /// and reason of each.
@@ -205,20 +207,20 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
             }
             cut(o, scanned.end as u64)?;
         } else if scanned.end as u64 != len {
-            // Zeros after the last batch of the newest segment: an append that never reached
-            // the file. Cut them so the next batch follows the last one.
-            report.torn_tail_bytes += len - scanned.end as u64;
+            // Zeros after the last batch: preallocated space (see `Options::preallocate`) or
+            // an append that never reached the file. Nothing was torn; cut them so the next
+            // batch follows the last one.
             cut(o, scanned.end as u64)?;
         }
     }
     let max_seq = replay.max_seq;
 
-    let place = Placement { vfs, dir, segment_size: options.segment_size };
+    let place = Placement { vfs, dir, segment_size: options.segment_size, preallocate: options.preallocate };
     let (active, next_segment_id) = match newest.and_then(|id| opened.remove(&id)) {
         Some(o) => {
             let pos = o.segment.written();
             let id = o.segment.id();
-            (Active { file: o.file, segment: o.segment, pos }, id + 1)
+            (Active { file: o.file, segment: o.segment, pos, file_len: pos }, id + 1)
         }
         None => {
             let active = Writer::create_segment(&place, 1, max_seq + 1, 0)?;

@@ -28,6 +28,8 @@ pub(crate) struct Active {
     pub(crate) segment: Arc<Segment>,
     /// Offset where the next batch goes.
     pub(crate) pos: u64,
+    /// The file's length: `pos`, or more when zeros were written ahead (preallocation).
+    pub(crate) file_len: u64,
 }
 
 /// What only the writer touches.
@@ -119,7 +121,13 @@ pub(crate) struct Placement<'a> {
     pub(crate) vfs: &'a dyn Vfs,
     pub(crate) dir: &'a Path,
     pub(crate) segment_size: u64,
+    /// Zeros written ahead of the end of the log (see `Options::preallocate`).
+    pub(crate) preallocate: u64,
 }
+
+/// Only batches smaller than this are followed by preallocated zeros: a large batch costs
+/// far more than the file-size update, and zeros ahead of it would double its disk writes.
+const PREALLOCATE_BELOW: usize = 64 << 10;
 
 /// Page size used to round mapping capacities.
 const PAGE: u64 = 4096;
@@ -166,14 +174,14 @@ impl Writer {
         let capacity = place.segment_size.max(min_capacity).next_multiple_of(PAGE);
         let map = file.map(capacity as usize).map_err(|e| Error::io("mapping", &path, e))?;
         let segment = Segment::new(id, path, map, SEGMENT_HEADER_LEN as u64);
-        Ok(Active { file, segment, pos: SEGMENT_HEADER_LEN as u64 })
+        let pos = SEGMENT_HEADER_LEN as u64;
+        Ok(Active { file, segment, pos, file_len: pos })
     }
 
     /// Seals the active segment (synced, so a sealed segment never ends in a torn batch) and
     /// starts a new one with room for `min_capacity` bytes.
     pub(crate) fn rotate(&mut self, place: &Placement<'_>, min_capacity: u64) -> Result<()> {
-        let sealed = self.active.segment.path().to_owned();
-        self.active.file.sync_data().map_err(|e| Error::io("syncing", sealed, e))?;
+        self.trim_and_sync()?;
         let id = self.next_segment_id;
         let active =
             Self::create_segment(place, id, self.next_seq, min_capacity + SEGMENT_HEADER_LEN as u64)?;
@@ -182,6 +190,18 @@ impl Writer {
         self.active = active;
         self.rotations += 1;
         Ok(())
+    }
+
+    /// Cuts preallocated zeros off the active segment and syncs it: before sealing it, and
+    /// at a clean close. Readers never see the zeros (they lie past `written`).
+    pub(crate) fn trim_and_sync(&mut self) -> Result<()> {
+        let active = &mut self.active;
+        let path = active.segment.path();
+        if active.file_len > active.pos {
+            active.file.set_len(active.pos).map_err(|e| Error::io("truncating", path, e))?;
+            active.file_len = active.pos;
+        }
+        active.file.sync_data().map_err(|e| Error::io("syncing", path, e))
     }
 
     /// Checks every op against the limits and the tables that exist.
@@ -255,9 +275,19 @@ impl Writer {
             base = self.active.pos;
             self.encode(ops, seqs, seq, base);
         }
-        let path = self.active.segment.path();
-        self.active.file.write_all_at(&self.buf, base).map_err(|e| Error::io("appending to", path, e))?;
         let end = base + self.buf.len() as u64;
+        let batch_len = self.buf.len();
+        let mut ahead = 0;
+        if end > self.active.file_len && batch_len < PREALLOCATE_BELOW {
+            // Grow the file once for many small commits: see `Options::preallocate`.
+            ahead = place.preallocate.min(self.active.segment.capacity() - end);
+            self.buf.resize(batch_len + ahead as usize, 0);
+        }
+        let path = self.active.segment.path();
+        let written = self.active.file.write_all_at(&self.buf, base);
+        self.buf.truncate(batch_len);
+        written.map_err(|e| Error::io("appending to", path, e))?;
+        self.active.file_len = self.active.file_len.max(end + ahead);
         self.last_batch = (self.active.segment.id(), base);
         self.active.pos = end;
         self.active.segment.set_written(end);
