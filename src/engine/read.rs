@@ -132,7 +132,7 @@ impl Snapshot {
             Some(t) if !is_empty_range(lower, upper) => Some(t.map.range((probe(lower), probe(upper)))),
             _ => None,
         };
-        Range { iter, version: &self.version }
+        Range { iter, version: &self.version, segment: None }
     }
 
     /// Like [`range`](Self::range), but the iterator owns the snapshot (and copies no key:
@@ -168,6 +168,9 @@ fn is_empty_range(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
 pub struct Range<'s> {
     iter: Option<imbl::ordmap::RangedIter<'s, IndexKey, Loc, imbl::shared_ptr::DefaultSharedPtr>>,
     version: &'s Version,
+    /// The segment of the last entry: neighbours in key order mostly share one (batches
+    /// are written in key order), which saves a lookup in the segment map per entry.
+    segment: Option<&'s Segment>,
 }
 
 impl<'s> Iterator for Range<'s> {
@@ -178,10 +181,16 @@ impl<'s> Iterator for Range<'s> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let (key, loc) = self.iter.as_mut()?.next()?;
-            // Every index entry's segment is in the same version; skip rather than panic.
-            let value =
-                self.version.segments.get(&loc.segment).and_then(|s| s.bytes(loc.offset, loc.len as usize));
-            if let Some(value) = value {
+            let segment = match self.segment {
+                Some(segment) if segment.id() == loc.segment => segment,
+                _ => {
+                    // Every index entry's segment is in the same version; skip rather than panic.
+                    let Some(segment) = self.version.segments.get(&loc.segment) else { continue };
+                    self.segment = Some(segment);
+                    segment
+                }
+            };
+            if let Some(value) = segment.bytes(loc.offset, loc.len as usize) {
                 return Some((key.as_bytes(), value));
             }
         }
