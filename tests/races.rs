@@ -24,7 +24,7 @@
 //! - nothing panics.
 //!
 //! Writers run a fixed number of commits (no timing: the run ends when they are done);
-//! `TYPED_KV_RACES_WRITES` sets it per writer (default 600) for long runs:
+//! `TYPED_KV_RACES_WRITES` sets it per writer (default 250) for long runs:
 //!
 //! ```sh
 //! TYPED_KV_RACES_WRITES=20000 cargo test --release --test races -- --nocapture
@@ -70,7 +70,7 @@ const MAGIC: u32 = 0x7ace_5afe;
 const HEADER: usize = 4 + 1 + 8 + 8 + 4 + 8;
 
 fn writes_per_writer() -> u64 {
-    std::env::var("TYPED_KV_RACES_WRITES").ok().and_then(|w| w.parse().ok()).unwrap_or(600)
+    std::env::var("TYPED_KV_RACES_WRITES").ok().and_then(|w| w.parse().ok()).unwrap_or(250)
 }
 
 fn mix(a: u64, b: u64, c: u64) -> u64 {
@@ -164,7 +164,7 @@ fn owner(tag: u8, key: u64) -> (usize, u64) {
 /// Whether version `version` of counter `id` of writer `writer` is a deletion (version 0,
 /// the initial fill, never is).
 fn is_delete(writer: usize, id: u64, version: u64) -> bool {
-    version > 0 && mix(0xde1e7e + writer as u64, id, version) % 5 == 0
+    version > 0 && mix(0xde1e7e + writer as u64, id, version).is_multiple_of(5)
 }
 
 /// What writers have started to commit: per writer, per counter, the highest version a
@@ -562,7 +562,7 @@ impl<'t> Reader<'t> {
 
 /// Tells the compactor that more was written; never waits (a pending tick is enough).
 fn tick(compact: &SyncSender<()>, commit: u64) {
-    if commit % COMPACT_EVERY == 0 {
+    if commit.is_multiple_of(COMPACT_EVERY) {
         match compact.try_send(()) {
             Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
         }
@@ -664,7 +664,7 @@ fn compactor(storage: &Storage, gate: &RwLock<()>, counts: &Counts, ticks: Recei
     let mut n = 0u64;
     for () in ticks {
         n += 1;
-        let gated = storage.backend() == DatabaseBackend::Redb && n % 2 == 0;
+        let gated = storage.backend() == DatabaseBackend::Redb && n.is_multiple_of(2);
         let _closed = gated.then(|| gate.write().unwrap_or_else(|e| e.into_inner()));
         match storage.compact() {
             Ok(CompactionReport::Compacted { .. }) => add(&counts.compactions, 1),
