@@ -90,6 +90,15 @@ impl fmt::Display for TableStamp {
     }
 }
 
+/// The table name of a catalog key. Names are UTF-8 (they come from `&str`), so a key that is
+/// not is damage, reported with its bytes.
+pub(crate) fn catalog_name(key: &[u8]) -> Result<String> {
+    String::from_utf8(key.to_vec()).map_err(|_| StorageError::CorruptCatalog {
+        table: String::from_utf8_lossy(key).into_owned(),
+        reason: format!("the table name is not UTF-8 ({})", crate::error::key_hex(key)),
+    })
+}
+
 /// Checks a user-given table name.
 pub(crate) fn validate_table_name(name: &str) -> Result<()> {
     let reason = if name.is_empty() {
