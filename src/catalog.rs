@@ -209,7 +209,8 @@ fn parse_marker(dir: &Path, text: &str) -> Result<DatabaseBackend> {
         }
     }
     if layout != Some(LAYOUT_VERSION) {
-        return Err(bad(format!("{MARKER_FILE} has layout {layout:?}, this build reads {LAYOUT_VERSION}")));
+        let found = layout.map_or_else(|| "no readable layout version".to_owned(), |v| format!("layout {v}"));
+        return Err(bad(format!("{MARKER_FILE} has {found}, this build reads layout {LAYOUT_VERSION}")));
     }
     let name = backend.ok_or_else(|| bad(format!("{MARKER_FILE} names no backend")))?;
     DatabaseBackend::from_name(&name)
