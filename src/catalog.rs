@@ -90,6 +90,15 @@ impl fmt::Display for TableStamp {
     }
 }
 
+/// The table name of a catalog key. Names are UTF-8 (they come from `&str`), so a key that is
+/// not is damage, reported with its bytes.
+pub(crate) fn catalog_name(key: &[u8]) -> Result<String> {
+    String::from_utf8(key.to_vec()).map_err(|_| StorageError::CorruptCatalog {
+        table: String::from_utf8_lossy(key).into_owned(),
+        reason: format!("the table name is not UTF-8 ({})", crate::error::key_hex(key)),
+    })
+}
+
 /// Checks a user-given table name.
 pub(crate) fn validate_table_name(name: &str) -> Result<()> {
     let reason = if name.is_empty() {
@@ -200,7 +209,8 @@ fn parse_marker(dir: &Path, text: &str) -> Result<DatabaseBackend> {
         }
     }
     if layout != Some(LAYOUT_VERSION) {
-        return Err(bad(format!("{MARKER_FILE} has layout {layout:?}, this build reads {LAYOUT_VERSION}")));
+        let found = layout.map_or_else(|| "no readable layout version".to_owned(), |v| format!("layout {v}"));
+        return Err(bad(format!("{MARKER_FILE} has {found}, this build reads layout {LAYOUT_VERSION}")));
     }
     let name = backend.ok_or_else(|| bad(format!("{MARKER_FILE} names no backend")))?;
     DatabaseBackend::from_name(&name)

@@ -19,7 +19,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 use crate::backends::{Engine, RawBatch, TableHandle};
-use crate::catalog::{TableStamp, CATALOG_TABLE};
+use crate::catalog::{catalog_name, TableStamp, CATALOG_TABLE};
 use crate::error::{Result, StorageError};
 use crate::storage::Storage;
 use crate::untyped::value_alignment;
@@ -291,10 +291,7 @@ fn send_source(
     let mut tables = Vec::new();
     for entry in snapshot.range(catalog, all, all)? {
         let (name, stamp) = entry?;
-        let name = String::from_utf8(name.to_vec()).map_err(|_| StorageError::CorruptCatalog {
-            table: String::from_utf8_lossy(&name).into_owned(),
-            reason: "the table name is not UTF-8".into(),
-        })?;
+        let name = catalog_name(&name)?;
         let stamp = TableStamp::decode(&name, &stamp)?;
         tables.push((name, stamp));
     }

@@ -89,8 +89,8 @@ impl Storage {
     pub fn stats(&self) -> Result<StorageStats> {
         let engine = &self.inner.engine;
         let mut tables = Vec::new();
-        for (name, bytes) in self.catalog_entries()? {
-            let stamp = TableStamp::decode(&name, &bytes).ok();
+        for (name, stamp) in self.catalog_entries()? {
+            let stamp = stamp.ok();
             let figures = match engine.table_for_reading(&name)? {
                 Some(handle) => engine.table_figures(&handle)?,
                 None => TableFigures { keys: Some(0), bytes: Some(0) },

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::backends::{CompactionReport, Engine, TableHandle};
 use parking_lot::Mutex;
 
-use crate::catalog::{TableStamp, CATALOG_TABLE, RESERVED_PREFIX};
+use crate::catalog::{catalog_name, TableStamp, CATALOG_TABLE, RESERVED_PREFIX};
 use crate::config::{DatabaseBackend, Recreate};
 use crate::error::{Result, StorageError};
 use crate::table::{TableBuilder, Unset};
@@ -108,7 +108,7 @@ impl Storage {
         let all = std::ops::Bound::Unbounded;
         for entry in self.inner.engine.range(&self.inner.catalog, all, all)? {
             let (key, _) = entry?;
-            names.push(String::from_utf8_lossy(&key).into_owned());
+            names.push(catalog_name(&key)?);
         }
         Ok(names)
     }
@@ -191,13 +191,17 @@ impl Storage {
         self.inner.aligned_copies.lock().get(name).map_or(0, |n| n.load(Ordering::Relaxed))
     }
 
-    /// Every catalog entry: table name and raw stamp, in name order.
-    pub(crate) fn catalog_entries(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    /// Every catalog entry, in name order: the table name (lossy if it is not UTF-8) and its
+    /// decoded stamp, or why the entry is damaged (a stamp it cannot decode, a name that is
+    /// not UTF-8).
+    pub(crate) fn catalog_entries(&self) -> Result<Vec<(String, Result<TableStamp>)>> {
         let all = std::ops::Bound::Unbounded;
         let mut entries = Vec::new();
         for entry in self.inner.engine.range(&self.inner.catalog, all, all)? {
             let (key, value) = entry?;
-            entries.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
+            let lossy = String::from_utf8_lossy(&key).into_owned();
+            let stamp = catalog_name(&key).and_then(|name| TableStamp::decode(&name, &value));
+            entries.push((lossy, stamp));
         }
         Ok(entries)
     }

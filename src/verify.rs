@@ -284,8 +284,8 @@ impl Storage {
         let mut tables = Vec::new();
         let mut handles = Vec::new();
         let mut expected = Some(0u64);
-        for (name, bytes) in self.catalog_entries()? {
-            let stamp = match TableStamp::decode(&name, &bytes) {
+        for (name, stamp) in self.catalog_entries()? {
+            let stamp = match stamp {
                 Ok(stamp) => Some(stamp),
                 Err(e) => {
                     problems.push(VerifyProblem::in_table(&name, None, e.to_string()));
