@@ -948,13 +948,14 @@ mod small_disk {
 }
 
 /// The full disk of [`full_disk`] without root: the native engine's file layer runs out of
-/// room after 1 MiB. Runs everywhere.
+/// room after 4 MiB written (room for the engine's 1 MiB of preallocated zeros and a few
+/// hundred 8 KiB writes). Runs everywhere.
 #[cfg(feature = "native")]
 #[test]
 fn full_disk_through_the_engine_file_layer() {
     let backend = DatabaseBackend::Native;
     let dir = tempfile::tempdir().unwrap();
-    let room = Arc::new(AtomicU64::new(1 << 20));
+    let room = Arc::new(AtomicU64::new(4 << 20));
     let options = |room: &Arc<AtomicU64>| typed_kv::engine::Options {
         vfs: Arc::new(small_disk::SmallDisk { room: Arc::clone(room) }),
         ..Default::default()
@@ -966,7 +967,7 @@ fn full_disk_through_the_engine_file_layer() {
         let t = raw(&storage);
         let (acknowledged, e) = fill_until_full(&t);
         let e = expect_error(
-            &format!("full disk (engine file layer, 1 MiB), after {acknowledged} acknowledged 8 KiB writes"),
+            &format!("full disk (engine file layer, 4 MiB), after {acknowledged} acknowledged 8 KiB writes"),
             backend,
             Err::<(), _>(e),
             "Io",

@@ -284,8 +284,13 @@ impl Writer {
             self.buf.resize(batch_len + ahead as usize, 0);
         }
         let path = self.active.segment.path();
-        let written = self.active.file.write_all_at(&self.buf, base);
+        let mut written = self.active.file.write_all_at(&self.buf, base);
         self.buf.truncate(batch_len);
+        if ahead > 0 && written.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::StorageFull) {
+            // A nearly full disk may still hold the batch without the zeros ahead of it.
+            ahead = 0;
+            written = self.active.file.write_all_at(&self.buf, base);
+        }
         written.map_err(|e| Error::io("appending to", path, e))?;
         self.active.file_len = self.active.file_len.max(end + ahead);
         self.last_batch = (self.active.segment.id(), base);
