@@ -888,17 +888,25 @@ mod small_disk {
     #[derive(Debug)]
     pub struct SmallDisk {
         pub room: Arc<AtomicU64>,
+        /// Writes longer than this fail with ENOSPC and write nothing (a disk whose free
+        /// extents are too small for them).
+        pub max_write: u64,
     }
 
     #[derive(Debug)]
     struct SmallFile {
         inner: Arc<dyn VfsFile>,
         room: Arc<AtomicU64>,
+        max_write: u64,
     }
 
     impl Vfs for SmallDisk {
         fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
-            Ok(Arc::new(SmallFile { inner: OsVfs.open(path, mode)?, room: Arc::clone(&self.room) }))
+            Ok(Arc::new(SmallFile {
+                inner: OsVfs.open(path, mode)?,
+                room: Arc::clone(&self.room),
+                max_write: self.max_write,
+            }))
         }
         fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
             OsVfs.list(dir)
@@ -920,6 +928,9 @@ mod small_disk {
     impl VfsFile for SmallFile {
         fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
             let len = buf.len() as u64;
+            if len > self.max_write {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
             let granted =
                 self.room.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| Some(r.saturating_sub(len)));
             let room = granted.unwrap_or(0);
@@ -957,7 +968,7 @@ fn full_disk_through_the_engine_file_layer() {
     let dir = tempfile::tempdir().unwrap();
     let room = Arc::new(AtomicU64::new(4 << 20));
     let options = |room: &Arc<AtomicU64>| typed_kv::engine::Options {
-        vfs: Arc::new(small_disk::SmallDisk { room: Arc::clone(room) }),
+        vfs: Arc::new(small_disk::SmallDisk { room: Arc::clone(room), max_write: u64::MAX }),
         ..Default::default()
     };
     let build =
@@ -992,6 +1003,23 @@ fn full_disk_through_the_engine_file_layer() {
     println!(
         "full disk (engine file layer): reopened, all {acknowledged} acknowledged writes intact, writable"
     );
+}
+
+/// A disk with room for small writes but not for the native engine's 1 MiB of zeros ahead
+/// of the log: appends go on without the zeros, and nothing is poisoned.
+#[cfg(feature = "native")]
+#[test]
+fn no_room_for_preallocated_zeros_is_not_a_full_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = small_disk::SmallDisk { room: Arc::new(AtomicU64::new(u64::MAX)), max_write: 256 << 10 };
+    let options = typed_kv::engine::Options { vfs: Arc::new(vfs), ..Default::default() };
+    let storage = StorageBuilder::new(dir.path()).with_native_options(options).build().unwrap();
+    let t = raw(&storage);
+    for i in 0..100u64 {
+        t.put(&i.to_be_bytes().to_vec(), &filler(i)).expect("a small write fits");
+    }
+    assert_acknowledged(&t, 100);
+    println!("no room for preallocated zeros: 100 small durable writes went on without them");
 }
 
 /// The native engine's own API refuses oversized keys and values and bad table names too.
