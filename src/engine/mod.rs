@@ -286,6 +286,9 @@ pub(crate) struct Inner {
     maintenance_cv: Condvar,
     /// One compaction at a time.
     compaction: Mutex<()>,
+    /// One checkpoint at a time: every hint of one version is written through the same
+    /// `.tmp` name, so two at once would remove and rename each other's file.
+    checkpointing: Mutex<()>,
     /// Held (locked) for the life of the engine.
     _lock: std::fs::File,
 }
@@ -320,6 +323,7 @@ impl Db {
             maintenance: Mutex::new(Maintenance::default()),
             maintenance_cv: Condvar::new(),
             compaction: Mutex::new(()),
+            checkpointing: Mutex::new(()),
             _lock: recovered.lock,
             dir,
             options,
@@ -630,6 +634,7 @@ impl Inner {
 
     /// Writes a hint of the latest published version.
     fn checkpoint(&self) -> Result<()> {
+        let _one_at_a_time = self.checkpointing.lock();
         let version = self.current.load_full();
         hint::write(&*self.options.vfs, &self.dir, &version)?;
         self.counters.hints_written.fetch_add(1, Ordering::Relaxed);
