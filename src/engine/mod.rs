@@ -636,6 +636,11 @@ impl Inner {
     fn checkpoint(&self) -> Result<()> {
         let _one_at_a_time = self.checkpointing.lock();
         let version = self.current.load_full();
+        // With `Periodic` and `Never`, the published version may hold batches not yet
+        // synced: the hint must not become durable before the log bytes it points at, or a
+        // crash leaves a hint whose entries point at bytes that never reached the disk.
+        // (Sealed segments were synced when sealed; the active one holds the rest.)
+        self.flush()?;
         hint::write(&*self.options.vfs, &self.dir, &version)?;
         self.counters.hints_written.fetch_add(1, Ordering::Relaxed);
         self.writer.lock().since_hint = 0;
