@@ -175,6 +175,34 @@ struct Outcome {
     poisoned: bool,
     /// Calls of each kind before the final close.
     before_close: [u64; 6],
+    /// Calls of each kind after the open and after each action (`action_done`).
+    progress: Vec<(String, [u64; 6])>,
+}
+
+impl Action {
+    /// The action's kind, for reports.
+    fn label(&self) -> &'static str {
+        match self {
+            Action::CreateTable(_) => "create table",
+            Action::DropTable(_) => "drop table",
+            Action::Batch(_) => "batch",
+            Action::Delete(..) => "delete",
+            Action::Compact => "compact",
+            Action::Checkpoint => "checkpoint",
+            Action::Flush => "flush",
+            Action::Reopen => "reopen",
+        }
+    }
+}
+
+/// Records the calls made so far, after `action`.
+fn action_done(out: &mut Outcome, vfs: &FaultyVfs, action: &str) {
+    out.progress.push((action.to_owned(), counts(vfs)));
+}
+
+/// The action of a clean run during which the `n`th call of kind `slot` happened.
+fn action_of(reference: &Outcome, slot: usize, n: u64) -> &str {
+    reference.progress.iter().find(|(_, c)| c[slot] >= n).map_or("the final close", |(a, _)| a.as_str())
 }
 
 /// A fault the engine must report as poisoning: a failed write or fsync of anything but a
@@ -268,7 +296,10 @@ fn run_raw(dir: &Path, vfs: &FaultyVfs, kind: FaultOp) -> Outcome {
     let opts = raw_options(Arc::new(vfs.clone()));
     let mut out = Outcome { acked: vec![Model::new()], ..Outcome::default() };
     let mut db = match Db::open(dir, opts.clone()) {
-        Ok(db) => db,
+        Ok(db) => {
+            action_done(&mut out, vfs, "open");
+            db
+        }
         Err(e) => {
             out.failure = Some(format!("open: {e}"));
             return out;
@@ -281,6 +312,7 @@ fn run_raw(dir: &Path, vfs: &FaultyVfs, kind: FaultOp) -> Outcome {
             match Db::open(dir, opts.clone()) {
                 Ok(reopened) => {
                     db = reopened;
+                    action_done(&mut out, vfs, "reopen");
                     continue;
                 }
                 Err(e) => {
@@ -293,6 +325,7 @@ fn run_raw(dir: &Path, vfs: &FaultyVfs, kind: FaultOp) -> Outcome {
         };
         let mut after = before.clone();
         apply(&mut after, action);
+        action_done(&mut out, vfs, action.label());
         match result {
             Ok(()) => {
                 if action.changes() {
@@ -445,7 +478,10 @@ fn run_typed(dir: &Path, vfs: &FaultyVfs, kind: FaultOp) -> Outcome {
     let faulty: Arc<dyn Vfs> = Arc::new(vfs.clone());
     let mut out = Outcome { acked: vec![Model::new()], ..Outcome::default() };
     let mut storage = match typed_open(dir, Arc::clone(&faulty)) {
-        Ok(s) => s,
+        Ok(s) => {
+            action_done(&mut out, vfs, "open");
+            s
+        }
         Err(e) => {
             let message = check_typed_error(&e, dir, "open");
             assert!(message.contains("injected failure"), "open: {e}");
@@ -460,6 +496,7 @@ fn run_typed(dir: &Path, vfs: &FaultyVfs, kind: FaultOp) -> Outcome {
             match typed_open(dir, Arc::clone(&faulty)) {
                 Ok(reopened) => {
                     storage = reopened;
+                    action_done(&mut out, vfs, "reopen");
                     continue;
                 }
                 Err(e) => {
@@ -474,6 +511,7 @@ fn run_typed(dir: &Path, vfs: &FaultyVfs, kind: FaultOp) -> Outcome {
         };
         let mut after = before.clone();
         apply(&mut after, action);
+        action_done(&mut out, vfs, action.label());
         match result {
             Ok(()) => {
                 if action.changes() {
@@ -577,6 +615,8 @@ struct Tally {
     failed_open: u64,
     not_poisoning: u64,
     absorbed: u64,
+    /// The actions in which absorbed failures happened.
+    absorbed_in: std::collections::BTreeSet<String>,
     at_close: u64,
     acked: u64,
 }
@@ -612,6 +652,7 @@ fn sweep(name: &str, run: fn(&Path, &FaultyVfs, FaultOp) -> Outcome, reopen: fn(
                     // reports nothing) or a best-effort removal.
                     if n <= out.before_close[slot] {
                         tally.absorbed += 1;
+                        tally.absorbed_in.insert(action_of(&reference, slot, n).to_owned());
                     } else {
                         tally.at_close += 1;
                     }
@@ -629,9 +670,16 @@ fn sweep(name: &str, run: fn(&Path, &FaultyVfs, FaultOp) -> Outcome, reopen: fn(
             );
         }
         report.push(format!(
-            "{kind:?}: {} runs ({} poisoned, {} not poisoning, {} failed (re)opens, {} absorbed, {} at close), \
-             {} acknowledged changes",
-            tally.runs, tally.poisoned, tally.not_poisoning, tally.failed_open, tally.absorbed, tally.at_close, tally.acked
+            "{kind:?}: {} runs ({} poisoned, {} not poisoning, {} failed (re)opens, {} absorbed (in: {:?}), {} at \
+             the final close), {} acknowledged changes",
+            tally.runs,
+            tally.poisoned,
+            tally.not_poisoning,
+            tally.failed_open,
+            tally.absorbed,
+            tally.absorbed_in,
+            tally.at_close,
+            tally.acked
         ));
     }
     eprintln!(
