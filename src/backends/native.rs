@@ -181,7 +181,13 @@ impl Engine for NativeEngine {
                 None => Op::Delete { table, key: write.key },
             });
         }
-        self.db.write(&ops).map_err(|e| err("writing a batch", e))
+        self.db.write(&ops).map_err(|e| {
+            // Name the tables, so the error says what the failed write was about.
+            let names: Vec<String> =
+                batch.tables().filter_map(|t| handle(t).ok()).map(|t| format!("`{}`", t.name)).collect();
+            let what = if names.len() == 1 { "table" } else { "tables" };
+            err(format!("writing a batch to {what} {}", names.join(", ")), e)
+        })
     }
 
     fn remove(&self, table: &TableHandle, key: &[u8]) -> Result<bool> {

@@ -1,5 +1,5 @@
 //! Every file operation of the engine, behind one small interface ([`Vfs`]) so that tests can
-//! make the Nth write, fsync, rename or mapping fail ([`FaultyVfs`]).
+//! make the Nth write, fsync, rename, mapping, open or removal fail ([`FaultyVfs`]).
 //!
 //! The real implementation, [`OsVfs`], is a thin layer over `std::fs` and `memmap2`. The one
 //! `unsafe` of this module is the mapping itself.
@@ -170,9 +170,13 @@ pub enum FaultOp {
     Rename,
     /// `map`.
     Map,
+    /// `open`, whatever the mode (so also the creation of a file).
+    Open,
+    /// `remove_file`.
+    Remove,
 }
 
-const FAULT_OPS: usize = 4;
+const FAULT_OPS: usize = 6;
 
 impl FaultOp {
     fn slot(self) -> usize {
@@ -181,6 +185,8 @@ impl FaultOp {
             FaultOp::Sync => 1,
             FaultOp::Rename => 2,
             FaultOp::Map => 3,
+            FaultOp::Open => 4,
+            FaultOp::Remove => 5,
         }
     }
 }
@@ -236,6 +242,7 @@ struct FaultyFile {
 
 impl Vfs for FaultyVfs {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
+        self.check(FaultOp::Open)?;
         Ok(Arc::new(FaultyFile { inner: OsVfs.open(path, mode)?, vfs: self.clone() }))
     }
 
@@ -249,6 +256,7 @@ impl Vfs for FaultyVfs {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.check(FaultOp::Remove)?;
         OsVfs.remove_file(path)
     }
 

@@ -295,6 +295,9 @@ pub(crate) struct Inner {
     maintenance_cv: Condvar,
     /// One compaction at a time.
     compaction: Mutex<()>,
+    /// One checkpoint at a time: every hint of one version is written through the same
+    /// `.tmp` name, so two at once would remove and rename each other's file.
+    checkpointing: Mutex<()>,
     /// Held (locked) for the life of the engine.
     _lock: std::fs::File,
 }
@@ -329,6 +332,7 @@ impl Db {
             maintenance: Mutex::new(Maintenance::default()),
             maintenance_cv: Condvar::new(),
             compaction: Mutex::new(()),
+            checkpointing: Mutex::new(()),
             _lock: recovered.lock,
             dir,
             options,
@@ -646,7 +650,13 @@ impl Inner {
 
     /// Writes a hint of the latest published version.
     fn checkpoint(&self) -> Result<()> {
+        let _one_at_a_time = self.checkpointing.lock();
         let version = self.current.load_full();
+        // With `Periodic` and `Never`, the published version may hold batches not yet
+        // synced: the hint must not become durable before the log bytes it points at, or a
+        // crash leaves a hint whose entries point at bytes that never reached the disk.
+        // (Sealed segments were synced when sealed; the active one holds the rest.)
+        self.flush()?;
         hint::write(&*self.options.vfs, &self.dir, &version)?;
         self.counters.hints_written.fetch_add(1, Ordering::Relaxed);
         self.writer.lock().since_hint = 0;
