@@ -221,6 +221,8 @@ fn raw_options(vfs: Arc<dyn Vfs>) -> Options {
         checkpoint_bytes: 0,
         compaction_threshold: 0.0,
         repair: false,
+        // Zeros ahead of small appends, a few times per 4 KiB segment.
+        preallocate: 1 << 10,
         vfs,
     }
 }
