@@ -129,8 +129,8 @@ pub(crate) fn compact(inner: &Inner, scope: Scope) -> Result<CompactionStats> {
 /// appended meanwhile) are durable before anyone sees them.
 fn publish_synced(inner: &Inner, w: &mut super::writer::Writer) -> Result<()> {
     inner.sync_log(&*w.active_file(), w.active.segment.path())?;
-    inner.syncer.mark_synced(w.working.seq);
-    inner.current.store(Arc::new(w.working.clone()));
+    let version = Arc::new(w.working.clone());
+    inner.syncer.mark_synced(w.working.seq, || inner.current.store(version));
     Ok(())
 }
 

@@ -624,8 +624,7 @@ impl Inner {
         w.tables = dir;
         change(&mut w.working);
         let version = Arc::new(w.working.clone());
-        self.syncer.mark_synced(w.working.seq);
-        self.current.store(version);
+        self.syncer.mark_synced(w.working.seq, || self.current.store(version));
         Ok(())
     }
 

@@ -374,15 +374,18 @@ impl Syncer {
         }
     }
 
-    /// Records that every batch up to `seq` is durable and published by the caller (who
-    /// holds the writer lock and synced the log itself).
-    pub(crate) fn mark_synced(&self, seq: u64) {
+    /// Records that every batch up to `seq` is durable, and publishes it with `publish` (the
+    /// caller holds the writer lock and synced the log itself). Both happen under the state
+    /// lock, as a syncer's publication does: a committer that sees its batch synced returns
+    /// only once a version with it is visible to readers.
+    pub(crate) fn mark_synced(&self, seq: u64, publish: impl FnOnce()) {
         let mut state = self.state.lock();
         state.synced = state.synced.max(seq);
         state.published = state.published.max(seq);
         while state.pending.front().is_some_and(|p| p.seq <= seq) {
             state.pending.pop_front();
         }
+        publish();
         self.done.notify_all();
     }
 
