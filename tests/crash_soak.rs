@@ -13,9 +13,14 @@
 //!
 //! The child is this test binary itself, running only [`crash_soak_child`] with
 //! [`CHILD_DIR_VAR`] set; without the variable that test returns at once. It writes to its
-//! stdout pipe, flushing each line: `TKV-START <n>` once the store is open (the next batch it
-//! writes is `n`), `TKV-COMPACT <n>` before an explicit `compact()`, `TKV-COMPACTED <n>` after
-//! it returned, and `TKV-ACK <n>` after the commit of batch `n` returned.
+//! stdout pipe, flushing each line: `TKV-OPENING 0` before it opens the store, `TKV-START <n>`
+//! once the store and its tables are open (the next batch it writes is `n`), `TKV-COMPACT <n>`
+//! before an explicit `compact()`, `TKV-COMPACTED <n>` after it returned, and `TKV-ACK <n>`
+//! after the commit of batch `n` returned. The parent waits for the line it means to kill at
+//! (then, for some kills, a random delay: the randomness of the moment, not a wait).
+//!
+//! One kill in 20 (and the first) is aimed at a new store: the parent starts the child on an
+//! empty directory and kills it while it creates the store and its tables.
 //!
 //! Batch `n` is a pure function of `n` ([`batch`]): in each table it touches it puts 1–6
 //! records under distinct keys of a small key space (so later batches overwrite earlier ones
@@ -336,17 +341,18 @@ fn crash_soak_child() {
     let Some(dir) = std::env::var_os(CHILD_DIR_VAR) else { return };
     let backend = std::env::var(CHILD_BACKEND_VAR).expect("child: backend variable");
     let backend = DatabaseBackend::from_name(&backend).expect("child: backend name");
-    let storage = open_storage(backend, Path::new(&dir)).expect("child: open");
-    let tables: Vec<SoakTable> =
-        TABLES.iter().map(|name| build_table(&storage, name).expect("child: table")).collect();
-    let start = last_batch(&dump(&storage).expect("child: read the store")) + 1;
     let mut out = std::io::stdout().lock();
     let mut say = |line: String| {
         writeln!(out, "{line}").expect("child: stdout");
         out.flush().expect("child: stdout");
     };
     // Leading newline: the test harness may have printed half a line.
-    say(format!("\nTKV-START {start}"));
+    say("\nTKV-OPENING 0".to_owned());
+    let storage = open_storage(backend, Path::new(&dir)).expect("child: open");
+    let tables: Vec<SoakTable> =
+        TABLES.iter().map(|name| build_table(&storage, name).expect("child: table")).collect();
+    let start = last_batch(&dump(&storage).expect("child: read the store")) + 1;
+    say(format!("TKV-START {start}"));
     for n in start..start + 10_000_000 {
         if n % COMPACT_EVERY == 0 && compacts(backend) {
             say(format!("TKV-COMPACT {n}"));
@@ -372,8 +378,9 @@ impl Drop for Reaped {
 /// When the parent kills the child (after an optional random delay).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KillAt {
-    /// Once spawned: before, during or after the child opens (and recovers) the store.
-    Spawn,
+    /// When the child starts to open the store: during its creation (on a fresh store),
+    /// recovery, or the building of the tables.
+    Opening,
     /// Once the child has opened the store.
     Opened,
     /// When the child announces an explicit compaction.
@@ -400,6 +407,7 @@ impl Heard {
         let (word, n) = (words.next().unwrap_or(""), words.next().and_then(|n| n.parse::<u64>().ok()));
         let n = n.unwrap_or_else(|| panic!("malformed child line {line:?}"));
         match word {
+            "TKV-OPENING" => kill_at == KillAt::Opening,
             "TKV-START" => {
                 self.start = Some(n);
                 kill_at == KillAt::Opened
@@ -439,8 +447,10 @@ struct Summary {
     unacknowledged_survivors: u64,
     /// Kills while `compact()` had not returned.
     kills_in_compaction: u64,
-    /// Batches in the store at the end.
-    batches: u64,
+    /// Kills on a new store before the child had created it and its tables.
+    kills_in_creation: u64,
+    /// Stores created (a kill in 20 starts a new one).
+    stores: u64,
     seconds: f64,
     /// The first few problems, in words.
     problems: Vec<String>,
@@ -450,7 +460,8 @@ impl Summary {
     fn line(&self, backend: DatabaseBackend) -> String {
         format!(
             "crash soak {backend}: {} kills, {} commits acknowledged, {} lost, {} partial batches, {} damaged \
-             records, {} unacknowledged survivors, {} kills during compaction, {} batches in the store, {:.1} s",
+             records, {} unacknowledged survivors, {} kills during compaction, {} kills during creation (of {} \
+             stores), {:.1} s",
             self.kills,
             self.acks,
             self.lost.len(),
@@ -458,7 +469,8 @@ impl Summary {
             self.damaged,
             self.unacknowledged_survivors,
             self.kills_in_compaction,
-            self.batches,
+            self.kills_in_creation,
+            self.stores,
             self.seconds
         )
     }
@@ -492,10 +504,11 @@ fn spawn_child(backend: DatabaseBackend, dir: &Path, log: &Path) -> (Reaped, Buf
 
 /// Kills a child `kills` times on a store of `backend`, checking the store after each kill.
 /// Stops early only when the store cannot be reopened or a child fails on its own.
-fn soak(backend: DatabaseBackend, kills: u64, seed: u64) -> Summary {
+/// One kill in `fresh_one_in` (and the first) is aimed at the creation of a new store.
+fn soak(backend: DatabaseBackend, kills: u64, seed: u64, fresh_one_in: u8) -> Summary {
     let began = Instant::now();
     let root = tempfile::tempdir().expect("temp dir");
-    let dir = root.path().join("db");
+    let mut dir = root.path().join("db-0");
     let log = root.path().join("child.log");
     let mut model = Model::default();
     // The highest batch the store held at the last check, and the highest ever acknowledged.
@@ -504,37 +517,47 @@ fn soak(backend: DatabaseBackend, kills: u64, seed: u64) -> Summary {
     let mut summary = Summary::default();
     for iteration in 0..kills {
         let mut rng = fastrand::Rng::with_seed(seed ^ iteration.wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let fresh = iteration == 0 || rng.u8(..fresh_one_in) == 0;
+        if fresh && iteration > 0 {
+            std::fs::remove_dir_all(&dir).expect("remove the previous store");
+            dir = root.path().join(format!("db-{iteration}"));
+            model = Model::default();
+            last = 0;
+            acked_ever = 0;
+        }
         let kill_at = match rng.u8(..20) {
-            0..=1 => KillAt::Spawn,
+            _ if fresh => KillAt::Opening,
+            0..=1 => KillAt::Opening,
             2..=3 => KillAt::Opened,
             4..=6 if compacts(backend) => KillAt::Compaction,
             _ => KillAt::Acks(rng.u64(1..=25)),
         };
         // Half the kills land at once, the others after a random delay: mid-commit, mid-open.
         let delay = match kill_at {
-            KillAt::Spawn => Duration::from_micros(rng.u64(0..40_000)),
+            KillAt::Opening => {
+                let within = if rng.bool() { 3_000 } else { 30_000 };
+                Duration::from_micros(rng.u64(0..within))
+            }
             _ if rng.bool() => Duration::ZERO,
             _ => Duration::from_micros(rng.u64(0..3_000)),
         };
         let (mut child, mut stdout) = spawn_child(backend, &dir, &log);
         let mut heard = Heard::default();
         let mut line = String::new();
-        if kill_at != KillAt::Spawn {
-            loop {
-                line.clear();
-                let read = stdout.read_line(&mut line).expect("read child stdout");
-                if read == 0 {
-                    let status = child.0.wait().expect("child status");
-                    let log = std::fs::read_to_string(&log).unwrap_or_default();
-                    summary.problem(format!(
-                        "iteration {iteration}: the child exited ({status}) before {kill_at:?}: {log}"
-                    ));
-                    summary.seconds = began.elapsed().as_secs_f64();
-                    return summary;
-                }
-                if heard.line(&line, kill_at) {
-                    break;
-                }
+        loop {
+            line.clear();
+            let read = stdout.read_line(&mut line).expect("read child stdout");
+            if read == 0 {
+                let status = child.0.wait().expect("child status");
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                summary.problem(format!(
+                    "iteration {iteration}: the child exited ({status}) before {kill_at:?}: {log}"
+                ));
+                summary.seconds = began.elapsed().as_secs_f64();
+                return summary;
+            }
+            if heard.line(&line, kill_at) {
+                break;
             }
         }
         if !delay.is_zero() {
@@ -549,11 +572,13 @@ fn soak(backend: DatabaseBackend, kills: u64, seed: u64) -> Summary {
             if stdout.read_line(&mut line).expect("drain child stdout") == 0 {
                 break;
             }
-            heard.line(&line, KillAt::Spawn);
+            heard.line(&line, KillAt::Opened);
         }
         summary.kills += 1;
         summary.acks += heard.acks;
         summary.kills_in_compaction += u64::from(heard.compacting.is_some());
+        summary.kills_in_creation += u64::from(fresh && heard.start.is_none());
+        summary.stores += u64::from(fresh);
         if let Some(start) = heard.start {
             if start != last + 1 {
                 summary.problem(format!(
@@ -611,14 +636,13 @@ fn soak(backend: DatabaseBackend, kills: u64, seed: u64) -> Summary {
         summary
             .problem(format!("lost batches (first 10): {lost:?}; partial batches (first 10): {partial:?}"));
     }
-    summary.batches = last;
     summary.seconds = began.elapsed().as_secs_f64();
     summary
 }
 
 /// Runs the soak on `backend`, prints its summary line and fails on any problem.
-fn soak_and_check(backend: DatabaseBackend, kills: u64) {
-    let summary = soak(backend, kills, 0x50A4);
+fn soak_and_check(backend: DatabaseBackend, kills: u64, fresh_one_in: u8) {
+    let summary = soak(backend, kills, 0x50A4, fresh_one_in);
     eprintln!("{}", summary.line(backend));
     assert!(summary.passed(), "{}\n{}", summary.line(backend), summary.problems.join("\n"));
     assert!(summary.acks > kills, "too few acknowledged commits ({}) to mean anything", summary.acks);
@@ -628,7 +652,16 @@ fn soak_and_check(backend: DatabaseBackend, kills: u64) {
 /// reopen, gets the most kills).
 fn sigkill_soak(backend: DatabaseBackend) {
     let kills = if backend == DatabaseBackend::Native { 200 } else { 30 };
-    soak_and_check(backend, kills);
+    soak_and_check(backend, kills, 20);
+}
+
+/// Every kill on a new store, at a random moment of its creation (found by the soak: redb
+/// left a database file without its magic number, which no open accepts again).
+fn sigkill_during_creation(backend: DatabaseBackend) {
+    let summary = soak(backend, 25, 0xC4EA7E, 1);
+    eprintln!("{}", summary.line(backend));
+    assert!(summary.passed(), "{}\n{}", summary.line(backend), summary.problems.join("\n"));
+    assert!(summary.kills_in_creation >= 10, "too few kills during creation: {}", summary.line(backend));
 }
 
 /// A kill while a new store's marker was being written (found by the soak: redb, first
@@ -654,7 +687,7 @@ fn creation_killed_while_writing_the_marker_resumes(backend: DatabaseBackend) {
     assert_eq!(found.get(&(0, 7)), Some(&Ok(rec)));
 }
 
-per_backend!(sigkill_soak, creation_killed_while_writing_the_marker_resumes);
+per_backend!(sigkill_soak, sigkill_during_creation, creation_killed_while_writing_the_marker_resumes);
 
 /// The long run: `CRASH_SOAK_KILLS` kills (default 1000) on each of `CRASH_SOAK_BACKENDS`
 /// (comma-separated names; default every compiled backend). Every backend runs even when an
@@ -687,7 +720,7 @@ fn crash_soak() {
     };
     let mut failed = Vec::new();
     for backend in backends {
-        let summary = soak(backend, kills, seed);
+        let summary = soak(backend, kills, seed, 20);
         eprintln!("{}", summary.line(backend));
         if !summary.passed() {
             failed.push(format!("{}\n{}", summary.line(backend), summary.problems.join("\n")));
