@@ -18,6 +18,8 @@ use crate::error::{Result, StorageError};
 pub(crate) const MARKER_FILE: &str = "typed-kv.meta";
 /// Lock file held for as long as a `Storage` is open.
 pub(crate) const LOCK_FILE: &str = "typed-kv.lock";
+/// The marker while it is written, before it is renamed into place.
+const MARKER_TMP_FILE: &str = "typed-kv.meta.tmp";
 /// The marker's first line.
 const MARKER_MAGIC: &str = "typed-kv store";
 /// Version of the directory layout and catalog encoding.
@@ -147,7 +149,9 @@ pub(crate) fn inspect_dir(dir: &Path) -> Result<DirState> {
             let entries: Vec<String> = std::fs::read_dir(dir)
                 .map_err(|e| StorageError::io("listing", dir, e))?
                 .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-                .filter(|n| n != LOCK_FILE)
+                // A marker's temporary file alone (with the lock) is a creation that was
+                // interrupted before the marker was renamed into place: nothing else exists yet.
+                .filter(|n| n != LOCK_FILE && n != MARKER_TMP_FILE)
                 .collect();
             if entries.is_empty() {
                 return Ok(DirState::Empty);
@@ -221,7 +225,7 @@ fn parse_marker(dir: &Path, text: &str) -> Result<DatabaseBackend> {
 pub(crate) fn write_marker(dir: &Path, backend: DatabaseBackend) -> Result<()> {
     use std::io::Write;
     let text = format!("{MARKER_MAGIC}\nlayout {LAYOUT_VERSION}\nbackend {}\n", backend.name());
-    let tmp = dir.join(format!("{MARKER_FILE}.tmp"));
+    let tmp = dir.join(MARKER_TMP_FILE);
     let mut file = std::fs::File::create(&tmp).map_err(|e| StorageError::io("creating", &tmp, e))?;
     file.write_all(text.as_bytes()).map_err(|e| StorageError::io("writing", &tmp, e))?;
     file.sync_all().map_err(|e| StorageError::io("syncing", &tmp, e))?;

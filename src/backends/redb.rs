@@ -57,9 +57,34 @@ pub(crate) struct RedbEngine {
     durability: redb::Durability,
 }
 
+/// A new database while redb initialises it, renamed to [`FILE_NAME`] once it is whole.
+const NEW_FILE_NAME: &str = "data.redb.new";
+
+/// Creates an empty database at `file` that is whole or absent after a crash.
+///
+/// redb sizes a new file, writes its header, and writes its magic number last; a crash in
+/// between leaves a file that every later open refuses ("Not a redb database: magic number
+/// mismatch"). So the database is made under [`NEW_FILE_NAME`], closed, and renamed into
+/// place; a leftover of an earlier attempt is replaced. The caller holds the store's lock.
+fn create_whole(dir: &Path, file: &Path) -> Result<()> {
+    let new = dir.join(NEW_FILE_NAME);
+    match std::fs::remove_file(&new) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StorageError::io("removing", &new, e)),
+    }
+    let db = Database::builder().create(&new).map_err(|e| err(format!("creating {}", new.display()), e))?;
+    drop(db);
+    std::fs::rename(&new, file).map_err(|e| StorageError::io("renaming", &new, e))?;
+    crate::catalog::sync_dir(dir)
+}
+
 impl RedbEngine {
     pub(crate) fn open(dir: &Path, options: &EngineOptions) -> Result<Self> {
         let file = dir.join(FILE_NAME);
+        if !file.exists() {
+            create_whole(dir, &file)?;
+        }
         let db = Database::builder().create(&file).map_err(|e| match e {
             DatabaseError::DatabaseAlreadyOpen => {
                 StorageError::Locked { path: dir.to_owned(), backend: BACKEND }

@@ -131,9 +131,47 @@ fn open_db(dir: &Path) -> Result<sled::Db> {
     }
 }
 
+/// Removes what a crash can leave half-written in sled's directory and sled cannot read
+/// again. The caller holds typed-kv's lock on the store, so no other process writes here.
+///
+/// **conf**: sled 0.34 writes `conf` in place (its text, then its CRC: two writes, no rename)
+/// when it creates a store, before it creates its data file `db`. A kill between the two
+/// leaves a `conf` that fails to parse on every later open ("Read corrupted data"). Without
+/// `db` no data was ever written, so such a `conf` is removed and sled writes it again.
+///
+/// **Snapshots**: sled 0.34 writes a snapshot to `snap.<lsn>.generating`, syncs it and renames it to
+/// `snap.<lsn>`, keeping the previous snapshot until then. But when it opens, it takes the
+/// last of all files named `snap.*` except `*.in___motion` (the name of unfinished snapshots
+/// in older versions), so a `.generating` file left by a crash is read as the newest
+/// snapshot, fails its CRC, and the open fails with "Read corrupted data" forever
+/// (spacejam/sled#1527). Such a file is unfinished by construction; without it sled reads the
+/// previous snapshot and replays its log from there.
+fn remove_interrupted_writes(dir: &Path) -> Result<()> {
+    let conf = dir.join("conf");
+    if conf.exists() && !dir.join("db").exists() {
+        std::fs::remove_file(&conf).map_err(|e| StorageError::io("removing", &conf, e))?;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StorageError::io("listing", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("listing", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| StorageError::io("removing", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
 impl SledEngine {
     /// Opens (or creates) the database in `dir`.
     pub(crate) fn open(dir: &Path, options: &EngineOptions) -> Result<Self> {
+        remove_interrupted_writes(dir)?;
         let db = open_db(dir)?;
         let data_path = dir.join("db");
         let data_file =
