@@ -256,7 +256,7 @@ fn wipe_store(dir: &Path) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("listing", dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| StorageError::io("listing", dir, e))?;
-        if entry.file_name() == LOCK_FILE {
+        if entry.file_name() == LOCK_FILE || entry.file_name() == MARKER_FILE {
             continue;
         }
         let p = entry.path();
@@ -266,6 +266,16 @@ fn wipe_store(dir: &Path) -> Result<()> {
             std::fs::remove_file(&p)
         };
         removed.map_err(|e| StorageError::io("removing", &p, e))?;
+    }
+    // The marker goes last, once the rest is durably gone: a wipe cut short leaves a marked
+    // store (wiped again by the next `Recreate::Always`), never unmarked leftovers that
+    // typed-kv would refuse to touch as a foreign directory.
+    sync_dir(dir)?;
+    let marker = dir.join(MARKER_FILE);
+    match std::fs::remove_file(&marker) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StorageError::io("removing", &marker, e)),
     }
     sync_dir(dir)
 }
