@@ -259,8 +259,8 @@ fn hint_segment_len(id: u32) -> Option<u64> {
 ///
 /// Input: byte 0 holds flags ([`FIX_CHECKSUMS`]), the rest is the hint file. Segments 1 to 4
 /// exist (8, 16, 32, 64 KiB). A hint it accepts has tables in ascending, distinct order,
-/// keys ascending within each table, entries inside their segments, and no more entries
-/// than its bytes can hold.
+/// keys ascending within each table, entries inside their segments and before the resume
+/// point, and no more entries than its bytes can hold.
 pub fn hint(data: &[u8]) {
     let Some((&flags, rest)) = data.split_first() else { return };
     let mut bytes = rest.to_vec();
@@ -280,6 +280,10 @@ pub fn hint(data: &[u8]) {
     for entry in &hint.entries {
         let len = hint_segment_len(entry.segment).expect("entry in a segment that exists");
         assert!(entry.offset + u64::from(entry.len) <= len, "{entry:?}");
+        assert!(
+            (entry.segment, entry.offset + u64::from(entry.len)) <= hint.resume,
+            "{entry:?} after resume"
+        );
         assert!(entry.key.len() <= typed_kv::engine::MAX_KEY_LEN);
     }
 }
