@@ -201,13 +201,19 @@ fn value_format_seeds(seeds: &mut Vec<(&'static str, String, Vec<u8>)>) {
     }
 }
 
-/// Replaces `corpus_dir/<target>/` with the seeds (other files there are removed).
+/// Replaces the seeds in `corpus_dir/<target>/`. Files named `found-*`, inputs kept from
+/// fuzzing runs because they reach paths the seeds do not, stay.
 pub fn write(corpus_dir: &Path) {
     let seeds = all();
     for (target, _) in crate::targets::TARGETS {
         let dir = corpus_dir.join(target);
-        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create corpus directory");
+        for entry in std::fs::read_dir(&dir).expect("list corpus directory") {
+            let path = entry.expect("directory entry").path();
+            if !path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("found-")) {
+                std::fs::remove_file(&path).expect("remove old seed");
+            }
+        }
     }
     for (target, name, bytes) in seeds {
         std::fs::write(corpus_dir.join(target).join(name), bytes).expect("write seed");
