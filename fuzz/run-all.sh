@@ -17,7 +17,9 @@ for target in "${targets[@]}"; do
   mkdir -p "$WORK/corpus/$target"
   echo "== $target: $(date -u +%FT%TZ)" | tee "$WORK/$target.log"
   # Bounded memory (no allocation over 256 MiB, RSS under 2 GiB) and no input over 10 s.
-  cargo +nightly fuzz run "$target" "$WORK/corpus/$target" "corpus/$target" -- \
+  corpora=("$WORK/corpus/$target" "corpus/$target")
+  [ -d "regressions/$target" ] && corpora+=("regressions/$target")
+  cargo +nightly fuzz run "$target" "${corpora[@]}" -- \
     -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -malloc_limit_mb=256 -timeout=10 \
     -print_final_stats=1 >>"$WORK/$target.log" 2>&1 || echo "!! $target exited with $?" | tee -a "$WORK/$target.log"
   echo "== $target done: $(date -u +%FT%TZ)" | tee -a "$WORK/$target.log"
