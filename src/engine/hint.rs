@@ -206,6 +206,12 @@ pub(crate) fn decode(bytes: &[u8], segment_len: &dyn Fn(u32) -> Option<u64>) -> 
             if end.is_none_or(|end| segment_len(loc.segment).is_none_or(|len| end > len)) {
                 return Err((at, format!("entry points outside segment {}", loc.segment)));
             }
+            // Every entry was written before the resume point. One after it could be cut off
+            // as a torn tail by the replay that follows, leaving the index pointing at
+            // nothing (and the next hint unusable).
+            if end.is_none_or(|end| (loc.segment, end) > resume) {
+                return Err((at, format!("entry lies after the resume point {resume:?}")));
+            }
             if previous.as_ref().is_some_and(|p| p >= &key) {
                 return Err((at, "keys are not in ascending order".to_owned()));
             }
@@ -236,4 +242,47 @@ pub(crate) fn read(
     let mut bytes = vec![0; len];
     file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io("reading", &path, e))?;
     decode(&bytes, segment_len).map_err(|(offset, reason)| Error::corrupt(path, offset, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hint resuming at `resume` with one entry of table 1: value at `offset`, `len` bytes.
+    fn hint_bytes(resume: (u32, u64), segment: u32, offset: u64, len: u32) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&5u64.to_le_bytes());
+        out.extend_from_slice(&resume.0.to_le_bytes());
+        out.extend_from_slice(&resume.1.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&1u64.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.push(b'k');
+        out.extend_from_slice(&segment.to_le_bytes());
+        out.extend_from_slice(&offset.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&4u64.to_le_bytes());
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn entries_after_the_resume_point_make_the_hint_unusable() {
+        // Found by the recovery fuzz target: a hint (checksum intact) resuming inside its own
+        // entries made recovery cut them off as a torn tail, and the next open failed.
+        let segment_len = |id: u32| (id <= 2).then_some(4096);
+        let hint =
+            decode(&hint_bytes((2, 100), 2, 80, 20), &segment_len).expect("entry ends at the resume point");
+        assert_eq!((hint.seq, hint.resume, hint.tables[&1].len()), (5, (2, 100), 1));
+        decode(&hint_bytes((2, 100), 1, 4000, 96), &segment_len).expect("entry in an earlier segment");
+        for (segment, offset, len) in [(2, 80, 21), (2, 100, 0), (2, 4000, 1)] {
+            let (_, reason) = decode(&hint_bytes((1, 4096), segment, offset, len), &segment_len)
+                .expect_err("entry after the resume point");
+            assert!(reason.contains("after the resume point"), "{reason}");
+        }
+        let (_, reason) = decode(&hint_bytes((2, 100), 2, 90, 11), &segment_len).expect_err("accepted");
+        assert!(reason.contains("after the resume point"), "{reason}");
+    }
 }

@@ -57,6 +57,11 @@
 
 mod compaction;
 mod error;
+// For the fuzz targets in `fuzz/` only (cargo feature `fuzzing`): not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod fuzzing;
 mod hint;
 mod index;
 pub mod io;
