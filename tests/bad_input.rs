@@ -7,7 +7,7 @@
 //! ```
 //!
 //! so `cargo test --test bad_input -- --nocapture --test-threads=1 | grep '^bad-input'`
-//! gives the whole table (it is copied into `docs/reliability/races.md`).
+//! gives the whole table (it is copied into `docs/reliability.md`, section 7).
 //!
 //! A read-only directory and a full disk need a file system that says so, which root's
 //! permission bypass defeats: as root, the tests mount a read-only bind mount and a small

@@ -1,6 +1,6 @@
 //! The fuzz target bodies: each takes arbitrary bytes, feeds them to a decoder of untrusted
 //! bytes, and panics only when an invariant breaks (the decoders themselves must never panic,
-//! only return errors). Input layouts are described on each function; docs/reliability/fuzz.md
+//! only return errors). Input layouts are described on each function; docs/reliability.md (section 5)
 //! has the overview.
 //!
 //! Included by the fuzz crate (`fuzz/src/lib.rs`) and by tests/fuzz_corpus.rs, which both
