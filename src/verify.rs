@@ -168,6 +168,7 @@ impl VerifyProblem {
     }
 
     /// A problem at a place of a file, with the table and key it hits if known.
+    #[cfg(any(feature = "native", feature = "redb"))]
     pub(crate) fn in_file(
         table: Option<String>,
         key: Option<Vec<u8>>,

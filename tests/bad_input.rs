@@ -19,11 +19,16 @@
 //! locking, other backends' files; recreate: policies; verify and native_engine: damaged
 //! files); this file is the one place where each is tried with its message checked.
 
+// Some imports and helpers serve only the native engine's rows (its file layer, options).
+#![cfg_attr(not(feature = "native"), allow(unused_imports, dead_code))]
+
 mod common;
 
+#[cfg(feature = "native")]
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+#[cfg(feature = "native")]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 

@@ -58,6 +58,7 @@ const KEYS: u32 = 48;
 const COMPACT_EVERY: u64 = 20;
 /// Native engine segments: small, so segments rotate, hints are written and background
 /// compaction runs during the soak.
+#[cfg(feature = "native")]
 const SEGMENT_SIZE: u64 = 32 << 10;
 
 /// One record as stored: everything needed to tell which batch wrote it, and whether the

@@ -90,6 +90,7 @@ fn typed_get_allocates_like_the_engine(backend: DatabaseBackend) {
                 assert_eq!(v.len(), 150);
             })
         }
+        #[cfg(feature = "redb")]
         DatabaseBackend::Redb => {
             use redb::ReadableDatabase;
             let db = redb::Database::open(path.join("redb").join("data.redb")).unwrap();
@@ -101,6 +102,7 @@ fn typed_get_allocates_like_the_engine(backend: DatabaseBackend) {
                 assert_eq!(g.value().len(), 150);
             })
         }
+        #[cfg(feature = "sled")]
         DatabaseBackend::Sled => {
             let started = std::time::Instant::now();
             let db = loop {

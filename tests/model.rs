@@ -599,6 +599,8 @@ impl Harness {
     }
 
     fn open(&mut self) -> TestResult {
+        // Only native sets engine options on the builder.
+        #[cfg_attr(not(feature = "native"), allow(unused_mut))]
         let mut builder = StorageBuilder::new(self.dir.path().join("db")).with_backend(self.backend());
         #[cfg(feature = "native")]
         {
@@ -987,7 +989,9 @@ fn check_table<X: Kind>(table: &TableOf<X>, model: &mut Model<X>) -> TestResult 
 // ---------------------------------------------------------------------------------------
 // Running
 
-/// Applies `ops` in order, checking every table after each one.
+/// Applies `ops` in order, checking every table after each one (the native regression
+/// tests replay their shrunk sequences with it).
+#[cfg(feature = "native")]
 fn run_case(variant: Variant, ops: &[Op]) -> TestResult {
     run_counted(variant, ops, &AtomicU64::new(0))
 }

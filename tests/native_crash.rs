@@ -13,6 +13,8 @@
 //!
 //! The number of kills is 200, or `TYPED_KV_CRASH_KILLS`.
 
+#![cfg(feature = "native")]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

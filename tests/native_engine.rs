@@ -6,6 +6,8 @@
 //! or resurrected write shows up as a difference. Loops that reopen a store thousands of times
 //! run on `/dev/shm` when it exists (fsync is free there; a reopen's recovery logic is the same).
 
+#![cfg(feature = "native")]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};

@@ -22,6 +22,8 @@
 //!   the one that failed, in full or not at all (for a typed `drop_table`: also the documented
 //!   in-between state, the table present and empty).
 
+#![cfg(feature = "native")]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

@@ -37,6 +37,8 @@
 //! Number of crash points: 250 by default (about 35 s in a debug build on 2 cores), or
 //! `SIM_CRASHES=N`. `SIM_SEED` changes the seed.
 
+#![cfg(feature = "native")]
+
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};

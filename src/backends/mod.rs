@@ -380,7 +380,8 @@ pub(crate) fn open_engine(
     }
 }
 
-/// Total size of the regular files below `path`.
+/// Total size of the regular files below `path` (for engines that do not report their own).
+#[cfg(any(feature = "sled", feature = "rocksdb"))]
 pub(crate) fn dir_size(path: &Path) -> Result<u64> {
     let meta = std::fs::symlink_metadata(path).map_err(|e| StorageError::io("measuring", path, e))?;
     if meta.is_file() {
