@@ -244,12 +244,27 @@ fn lock_dir(dir: &Path, backend: DatabaseBackend) -> Result<std::fs::File> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| StorageError::io("opening", &lock_path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked { path: dir.to_owned(), backend }),
-        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io("locking", &lock_path, e)),
+    // A process that forks while this one held the lock keeps the lock (its open file is
+    // duplicated into the child until exec) for a moment: a reopen right after a close may
+    // find it held. Retry briefly before saying "locked".
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_RETRY_FOR => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::Locked { path: dir.to_owned(), backend })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StorageError::io("locking", &lock_path, e)),
+        }
     }
 }
+
+/// How long [`lock_dir`] retries a held lock: far longer than a fork-to-exec window, short
+/// enough that a second process learns at once that the store is in use.
+const LOCK_RETRY_FOR: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Deletes everything in a store directory but its lock file.
 fn wipe_store(dir: &Path) -> Result<()> {

@@ -63,12 +63,25 @@ fn lock(dir: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io("opening", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked { path: dir.to_owned() }),
-        Err(TryLockError::Error(e)) => Err(Error::io("locking", path, e)),
+    // A process that forks while this one held the lock keeps the lock's open file (and the
+    // lock) until its child calls exec, even though the file is close-on-exec: a reopen right
+    // after a close may find it held for that moment. Retry briefly before saying "locked".
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if started.elapsed() < LOCK_RETRY_FOR => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(TryLockError::WouldBlock) => return Err(Error::Locked { path: dir.to_owned() }),
+            Err(TryLockError::Error(e)) => return Err(Error::io("locking", path, e)),
+        }
     }
 }
+
+/// How long [`lock`] retries a held lock: far longer than a fork-to-exec window, short enough
+/// that a second process learns at once that the store is in use.
+const LOCK_RETRY_FOR: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
     let vfs = &*options.vfs;
