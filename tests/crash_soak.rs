@@ -38,9 +38,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Reaped;
 use typed_kv::{CompactionReport, DatabaseBackend, OrderedFormat, RkyvFormat, Storage, StorageBuilder};
 
 /// Names the child's store directory; the child test does nothing without it.
@@ -363,16 +364,6 @@ fn crash_soak_child() {
         }
         commit(&storage, &tables, n).expect("child: commit");
         say(format!("TKV-ACK {n}"));
-    }
-}
-
-/// Kills (SIGKILL) and reaps the child when dropped, so a failing parent leaves no writer.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

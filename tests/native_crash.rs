@@ -15,12 +15,15 @@
 
 #![cfg(feature = "native")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::time::Instant;
 
+use common::Reaped;
 use typed_kv::engine::{Db, Op, Options, RecoveryReport, SyncMode, Table, ValueAlign};
 
 /// Names the child's engine directory; the child test does nothing without it.
@@ -159,17 +162,6 @@ fn child_options() -> Options {
 
 fn verify_options() -> Options {
     Options { segment_size: SEGMENT_SIZE, compaction_threshold: 0.0, ..Options::default() }
-}
-
-/// Kills (SIGKILL) and reaps the child when dropped, so a failing parent leaves no writer
-/// behind.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// When the parent kills the child.

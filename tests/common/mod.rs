@@ -165,3 +165,14 @@ macro_rules! per_backend {
         }
     };
 }
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so a failing crash test
+/// leaves no writer behind.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
