@@ -8,6 +8,8 @@
 
 #![cfg(feature = "native")]
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::diff_tables;
 use typed_kv::engine::io::{FaultOp, FaultyVfs};
 use typed_kv::engine::{Db, Error, Op, Options, Snapshot, SyncMode, Table, ValueAlign};
 
@@ -159,7 +162,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 // The model: what the store must hold.
 
 /// Table name → key → value; tables without keys are listed too.
-type Contents = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+type Contents = common::Tables;
 
 /// One write of a batch, owned.
 #[derive(Debug, Clone)]
@@ -246,39 +249,13 @@ fn dump(db: &Db) -> Contents {
     dump_snapshot(&db.snapshot(), &db.tables())
 }
 
-/// A readable account of how two stores differ (the first few differences).
-fn diff(found: &Contents, expected: &Contents) -> String {
-    let mut out = Vec::new();
-    let names: BTreeSet<&String> = found.keys().chain(expected.keys()).collect();
-    for name in names {
-        let (f, e) = match (found.get(name), expected.get(name)) {
-            (Some(f), Some(e)) => (f, e),
-            (f, _) => {
-                out.push(format!("table {name} {}", if f.is_some() { "unexpected" } else { "missing" }));
-                continue;
-            }
-        };
-        for (k, v) in e {
-            match f.get(k) {
-                None => out.push(format!("{name}: missing {}", String::from_utf8_lossy(k))),
-                Some(fv) if fv != v => {
-                    out.push(format!("{name}: wrong value under {}", String::from_utf8_lossy(k)))
-                }
-                Some(_) => {}
-            }
-        }
-        for k in f.keys().filter(|k| !e.contains_key(*k)) {
-            out.push(format!("{name}: unexpected {}", String::from_utf8_lossy(k)));
-        }
-    }
-    let more = out.len().saturating_sub(6);
-    out.truncate(6);
-    format!("{}{}", out.join("; "), if more > 0 { format!("; and {more} more") } else { String::new() })
-}
-
 fn assert_contents(db: &Db, expected: &Contents, what: &str) {
     let found = dump(db);
-    assert!(found == *expected, "{what}: the store differs from the model: {}", diff(&found, expected));
+    assert!(
+        found == *expected,
+        "{what}: the store differs from the model: {}",
+        diff_tables(&found, expected)
+    );
 }
 
 /// Options without background work, so that every file operation is the test's doing, and
@@ -650,7 +627,7 @@ fn b4_a_damaged_header_of_the_newest_segment_is_corruption_unless_nothing_follow
                 Ok(db) => panic!(
                     "bit {bit} of the newest header (repair {repair}) went unnoticed: {:?}; {}",
                     db.stats().recovery,
-                    diff(&dump(&db), &store.contents(|_| true))
+                    diff_tables(&dump(&db), &store.contents(|_| true))
                 ),
             }
         }
@@ -1017,7 +994,7 @@ fn c_failed_io_poisons_the_engine_and_loses_no_acknowledged_commit() {
                 "{what}: after {} acknowledged changes and {:?}, the reopened store differs: {}",
                 run.acked.len() - 1,
                 run.failure,
-                diff(&found, last)
+                diff_tables(&found, last)
             );
             // The reopened store takes writes again.
             let table = db.table("after").unwrap_or_else(|e| panic!("{what}: table after reopen: {e}"));
@@ -1080,7 +1057,7 @@ fn d_held_values_and_snapshots_survive_overwrites_rotation_and_compaction() {
     assert_eq!(db.get(&t, b"k").as_deref(), Some(&latest[..]), "the current value");
     assert_eq!(snapshot.get(&t, b"k").map(|v| v.to_vec()), Some(held[0].0.clone()), "the snapshot's value");
     let seen = dump_snapshot(&snapshot, &snapshot_tables);
-    assert!(seen == old, "the snapshot still sees its state: {}", diff(&seen, &old));
+    assert!(seen == old, "the snapshot still sees its state: {}", diff_tables(&seen, &old));
     // The Db itself may go; what was read stays readable.
     drop(db);
     for (i, (expected, value)) in held.iter().enumerate() {

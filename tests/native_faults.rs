@@ -24,10 +24,13 @@
 
 #![cfg(feature = "native")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use common::diff_tables;
 use typed_kv::engine::io::{FaultOp, FaultyVfs, OsVfs, Vfs};
 use typed_kv::engine::{Db, Error, Op, Options, SyncMode, ValueAlign};
 use typed_kv::{BytesFormat, DatabaseBackend, Storage, StorageBuilder, StorageError};
@@ -67,7 +70,7 @@ impl Action {
     }
 }
 
-type Model = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+type Model = common::Tables;
 
 fn apply(model: &mut Model, action: &Action) {
     fn table<'m>(model: &'m mut Model, t: &str) -> &'m mut BTreeMap<Vec<u8>, Vec<u8>> {
@@ -670,7 +673,7 @@ fn sweep(name: &str, run: fn(&Path, &FaultyVfs, FaultOp) -> Outcome, reopen: fn(
                 "{what}: after {} acknowledged changes and {:?}, the reopened store differs: {}",
                 out.acked.len() - 1,
                 out.failure,
-                diff(&found, last)
+                diff_tables(&found, last)
             );
         }
         report.push(format!(
@@ -692,32 +695,6 @@ fn sweep(name: &str, run: fn(&Path, &FaultyVfs, FaultOp) -> Outcome, reopen: fn(
         report.join("\n  "),
         UNREADABLE.load(std::sync::atomic::Ordering::Relaxed)
     );
-}
-
-fn diff(found: &Model, expected: &Model) -> String {
-    let mut out = Vec::new();
-    for (t, entries) in expected {
-        match found.get(t) {
-            None => out.push(format!("table {t} missing")),
-            Some(got) => {
-                for (k, v) in entries {
-                    match got.get(k) {
-                        None => out.push(format!("{t}/{} missing", String::from_utf8_lossy(k))),
-                        Some(g) if g != v => out.push(format!("{t}/{} differs", String::from_utf8_lossy(k))),
-                        _ => {}
-                    }
-                }
-                for k in got.keys().filter(|k| !entries.contains_key(*k)) {
-                    out.push(format!("{t}/{} is extra", String::from_utf8_lossy(k)));
-                }
-            }
-        }
-    }
-    for t in found.keys().filter(|t| !expected.contains_key(*t)) {
-        out.push(format!("table {t} is extra"));
-    }
-    out.truncate(8);
-    out.join(", ")
 }
 
 fn raw_reopen(dir: &Path) -> Model {

@@ -39,12 +39,15 @@
 
 #![cfg(feature = "native")]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::diff_tables;
 use parking_lot::{Mutex, MutexGuard};
 use typed_kv::engine::io::{Mapping, OpenMode, OsVfs, Vfs, VfsFile};
 use typed_kv::engine::{Db, Op, Options, SyncMode, Table, ValueAlign};
@@ -468,7 +471,7 @@ impl Action {
 }
 
 /// The store: table name → key → value.
-type Model = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+type Model = common::Tables;
 
 fn apply_steps(model: &mut Model, steps: &[Step]) {
     for step in steps {
@@ -757,31 +760,6 @@ fn dump(db: &Db) -> Model {
         .collect()
 }
 
-fn diff(found: &Model, expected: &Model) -> String {
-    let mut out = Vec::new();
-    for (t, entries) in expected {
-        let Some(got) = found.get(t) else {
-            out.push(format!("table {t} missing"));
-            continue;
-        };
-        for (k, v) in entries {
-            match got.get(k) {
-                None => out.push(format!("{t}/{} missing", String::from_utf8_lossy(k))),
-                Some(g) if g != v => out.push(format!("{t}/{} differs", String::from_utf8_lossy(k))),
-                _ => {}
-            }
-        }
-        for k in got.keys().filter(|k| !entries.contains_key(*k)) {
-            out.push(format!("{t}/{} is extra", String::from_utf8_lossy(k)));
-        }
-    }
-    for t in found.keys().filter(|t| !expected.contains_key(*t)) {
-        out.push(format!("table {t} is extra"));
-    }
-    out.truncate(8);
-    out.join(", ")
-}
-
 /// A scratch directory, in memory where there is a tmpfs: the recovery opens fsync for real,
 /// and thousands of them on a disk would dominate the run.
 fn scratch() -> tempfile::TempDir {
@@ -856,7 +834,7 @@ fn check_image(
 ) -> Result<(), String> {
     let found = recover(image, true)?;
     let Some(k) = (lo..=hi).rev().find(|&k| states[k] == found) else {
-        let near = diff(&found, &states[lo]);
+        let near = diff_tables(&found, &states[lo]);
         return Err(format!(
             "the store is none of the states after {lo}..={hi} changes; against state {lo}: {near}"
         ));
@@ -865,7 +843,7 @@ fn check_image(
     if without_hints != found {
         return Err(format!(
             "with its hints the store is state {k}; without them it differs: {}",
-            diff(&without_hints, &found)
+            diff_tables(&without_hints, &found)
         ));
     }
     Ok(())

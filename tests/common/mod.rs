@@ -176,3 +176,37 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// Every table of a store as plain bytes: table name → key → value (the native engine tests'
+/// model of a store).
+pub type Tables = std::collections::BTreeMap<String, std::collections::BTreeMap<Vec<u8>, Vec<u8>>>;
+
+/// A readable account of how two stores differ (the first few differences).
+pub fn diff_tables(found: &Tables, expected: &Tables) -> String {
+    let mut out = Vec::new();
+    let names: std::collections::BTreeSet<&String> = found.keys().chain(expected.keys()).collect();
+    for name in names {
+        let (f, e) = match (found.get(name), expected.get(name)) {
+            (Some(f), Some(e)) => (f, e),
+            (f, _) => {
+                out.push(format!("table {name} {}", if f.is_some() { "unexpected" } else { "missing" }));
+                continue;
+            }
+        };
+        for (k, v) in e {
+            match f.get(k) {
+                None => out.push(format!("{name}: missing {}", String::from_utf8_lossy(k))),
+                Some(fv) if fv != v => {
+                    out.push(format!("{name}: wrong value under {}", String::from_utf8_lossy(k)))
+                }
+                Some(_) => {}
+            }
+        }
+        for k in f.keys().filter(|k| !e.contains_key(*k)) {
+            out.push(format!("{name}: unexpected {}", String::from_utf8_lossy(k)));
+        }
+    }
+    let more = out.len().saturating_sub(6);
+    out.truncate(6);
+    format!("{}{}", out.join("; "), if more > 0 { format!("; and {more} more") } else { String::new() })
+}
