@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use super::error::{Error, Result};
 use super::hint;
-use super::index::{Loc, Version};
+use super::index::{IndexKey, Loc, Version};
+use super::table_map::Entry;
+use super::writer::add_runs;
 use super::record::{self, Kind, Next, SEGMENT_HEADER_LEN};
 use super::segment::Segment;
 use super::{Inner, Op, Table, ValueAlign};
@@ -217,21 +219,19 @@ fn copy_live(
         stats.records_rewritten += copies.len() as u64;
         let segment = w.last_batch.0;
         let offsets: Vec<u64> = w.last_value_offsets().collect();
+        // The copies become the newest entries of their keys: the writer lock has been held
+        // since they were found live, so nothing newer exists.
+        let mut moved = Vec::with_capacity(copies.len());
         for (c, offset) in copies.iter().zip(offsets) {
             if c.kind != Kind::Put {
                 continue;
             }
             let key = &bytes[c.key.0..c.key.1];
             let new = Loc { offset, seq: c.seq, segment, len: (c.value.1 - c.value.0) as u32 };
-            let writer = &mut *w;
-            if let Some(state) = writer.working.tables.get_mut(&c.table.id) {
-                if let Some(loc) = state.map.get_mut(key) {
-                    writer.usage.remove(key.len(), loc);
-                    *loc = new;
-                    writer.usage.add(key.len(), &new);
-                }
-            }
+            moved.push((c.table.id, Entry { key: IndexKey::new(key), loc: Some(new) }));
         }
+        let writer = &mut *w;
+        add_runs(&mut writer.working, &mut writer.usage, &mut moved);
         publish_synced(inner, &mut w)?;
     }
     Ok(())

@@ -192,8 +192,7 @@ pub(crate) fn decode(bytes: &[u8], segment_len: &dyn Fn(u32) -> Option<u64>) -> 
     for _ in 0..table_count {
         let id = r.u32()?;
         let count = r.u64()?;
-        let mut map = TableMap::new();
-        let mut previous: Option<IndexKey> = None;
+        let mut entries: Vec<(IndexKey, Loc)> = Vec::new();
         for _ in 0..count {
             let at = r.offset();
             let key_len = r.u32()? as usize;
@@ -212,13 +211,12 @@ pub(crate) fn decode(bytes: &[u8], segment_len: &dyn Fn(u32) -> Option<u64>) -> 
             if end.is_none_or(|end| (loc.segment, end) > resume) {
                 return Err((at, format!("entry lies after the resume point {resume:?}")));
             }
-            if previous.as_ref().is_some_and(|p| p >= &key) {
+            if entries.last().is_some_and(|(p, _)| p >= &key) {
                 return Err((at, "keys are not in ascending order".to_owned()));
             }
-            previous = Some(key.clone());
-            map.insert(key, loc);
+            entries.push((key, loc));
         }
-        if tables.insert(id, map).is_some() {
+        if tables.insert(id, TableMap::from_sorted(entries)).is_some() {
             return Err((r.offset(), format!("table {id} appears twice")));
         }
     }

@@ -5,13 +5,13 @@
 //! writer publishes a new version after every commit and readers keep old ones as long as
 //! they like. Nobody ever waits for anybody.
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use imbl::OrdMap;
 
 use super::segment::Segment;
+pub(crate) use super::table_map::TableMap;
 
 /// Keys up to this length live inside the index node itself.
 const INLINE_KEY: usize = 30;
@@ -38,7 +38,7 @@ impl IndexKey {
     /// The first 8 bytes as a big-endian integer, zero-padded: comparing prefixes orders
     /// keys as comparing bytes does, unless the prefixes are equal.
     #[inline]
-    fn prefix(&self) -> u64 {
+    pub(crate) fn prefix(&self) -> u64 {
         match self {
             IndexKey::Inline { bytes, .. } => u64::from_be_bytes([
                 bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
@@ -64,7 +64,8 @@ impl IndexKey {
     }
 }
 
-impl Borrow<[u8]> for IndexKey {
+impl std::borrow::Borrow<[u8]> for IndexKey {
+    /// `IndexKey`'s order is its bytes' order, so maps of keys can be searched by bytes.
     #[inline]
     fn borrow(&self) -> &[u8] {
         self.as_bytes()
@@ -114,18 +115,22 @@ impl<'a> Probe<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Probe { prefix: prefix_of(bytes), bytes }
     }
-}
 
-impl equivalent::Equivalent<IndexKey> for Probe<'_> {
+    /// The first 8 bytes as a big-endian integer, zero-padded.
     #[inline]
-    fn equivalent(&self, key: &IndexKey) -> bool {
-        self.prefix == key.prefix() && self.bytes == key.as_bytes()
+    pub(crate) fn prefix(&self) -> u64 {
+        self.prefix
     }
-}
 
-impl equivalent::Comparable<IndexKey> for Probe<'_> {
+    /// The key.
     #[inline]
-    fn compare(&self, key: &IndexKey) -> std::cmp::Ordering {
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// How this key compares with `key`.
+    #[inline]
+    pub(crate) fn cmp_key(&self, key: &IndexKey) -> std::cmp::Ordering {
         self.prefix.cmp(&key.prefix()).then_with(|| self.bytes.cmp(key.as_bytes()))
     }
 }
@@ -153,9 +158,6 @@ pub(crate) struct Loc {
 pub(crate) fn footprint(key_len: usize, value_len: u32) -> u64 {
     key_len as u64 + u64::from(value_len) + 12
 }
-
-/// One table's keys.
-pub(crate) type TableMap = OrdMap<IndexKey, Loc>;
 
 /// A table as a version sees it.
 #[derive(Clone, Debug)]
@@ -188,7 +190,7 @@ impl Version {
     /// The segment and location of `key` in table `id`.
     #[inline]
     pub(crate) fn lookup(&self, table: u32, key: &[u8]) -> Option<(&Arc<Segment>, Loc)> {
-        let loc = *self.tables.get(&table)?.map.get(&Probe::new(key))?;
+        let loc = self.tables.get(&table)?.map.get(key)?;
         Some((self.segments.get(&loc.segment)?, loc))
     }
 }
@@ -226,7 +228,7 @@ impl Usage {
     pub(crate) fn recount(version: &Version) -> Usage {
         let mut usage = Usage::default();
         for table in version.tables.values() {
-            for (key, loc) in table.map.iter() {
+            for (key, loc) in table.map.held() {
                 usage.add(key.as_bytes().len(), loc);
             }
         }
@@ -236,7 +238,6 @@ impl Usage {
 
 #[cfg(test)]
 mod tests {
-    use equivalent::Comparable;
     use proptest::prelude::*;
 
     use super::*;
@@ -251,7 +252,7 @@ mod tests {
         fn index_keys_and_probes_order_as_bytes(a in short_keys(), b in short_keys()) {
             let (ka, kb) = (IndexKey::new(&a), IndexKey::new(&b));
             prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
-            prop_assert_eq!(Probe::new(&a).compare(&kb), a.cmp(&b));
+            prop_assert_eq!(Probe::new(&a).cmp_key(&kb), a.cmp(&b));
             prop_assert_eq!(ka.as_bytes(), &a[..]);
         }
     }

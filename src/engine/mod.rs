@@ -12,9 +12,11 @@
 //!   archive is validated and read in place.
 //! - **Reads are zero-copy.** Segments are memory-mapped; a [`Value`] is a reference-counted
 //!   segment plus an offset, valid across later writes, rotation and compaction.
-//! - **Index in memory.** Per table, a persistent ordered map (key → segment, offset, length).
-//!   Every commit publishes a new version with one atomic swap: readers and snapshots never
-//!   wait for the writer, and the writer never waits for them.
+//! - **Index in memory.** Per table, immutable sorted runs (key → segment, offset, length):
+//!   each commit adds its changes as a new run, small runs are merged as they come and the
+//!   recent ones into a base run once they hold a quarter of it. Every commit publishes a new
+//!   version with one atomic swap: readers and snapshots never wait for the writer, and the
+//!   writer never waits for them.
 //! - **Atomic batches, group commit.** A batch's records all survive a crash or none do.
 //!   With [`SyncMode::Always`] a commit returns once it is on stable storage, and concurrent
 //!   committers share one `fdatasync`.
@@ -28,9 +30,9 @@
 //!
 //! - Not multi-process: the directory is locked by one [`Db`]; a second gets
 //!   [`Error::Locked`].
-//! - Not bounded in memory by the data: every key is in memory (about 90 to 130 bytes per
-//!   key of up to 30 bytes, more for longer keys; see [`Stats::index_bytes`]). Values stay on
-//!   disk (in the page cache).
+//! - Not bounded in memory by the data: every key is in memory (about 70 bytes per key of up
+//!   to 30 bytes, more for longer keys; see [`Stats::index_bytes`]). Values stay on disk (in
+//!   the page cache).
 //! - Not safe against other programs writing its files: mapped files that change under the
 //!   engine break its reads. Nobody but the engine may write in its directory.
 //!
@@ -64,6 +66,7 @@ mod error;
 pub mod fuzzing;
 mod hint;
 mod index;
+mod table_map;
 pub mod io;
 mod read;
 mod record;
@@ -247,9 +250,9 @@ pub struct Stats {
     pub live_bytes: u64,
     /// `log_bytes - live_bytes`: what compaction can reclaim.
     pub dead_bytes: u64,
-    /// Estimated memory of the index: 110 bytes per key, plus the length of keys longer than
-    /// 30 bytes. Measured (`benches/reopen.rs`): about 90 after random inserts, 127 after a
-    /// reopen from a hint (keys inserted in order leave B+tree leaves half full).
+    /// Heap bytes of the index: 64 bytes per entry (a 32-byte key, inline up to 30 bytes,
+    /// and a location), keys over 30 bytes, fences and the filters of recent runs. Entries
+    /// superseded since the last merge count until it drops them.
     pub index_bytes: u64,
     /// `fdatasync` calls on segments.
     pub fsyncs: u64,
@@ -264,11 +267,6 @@ pub struct Stats {
     /// Why writes are refused, if an I/O error poisoned the engine.
     pub poisoned: Option<String>,
 }
-
-/// Per-key index memory used by [`Stats::index_bytes`]: a 56-byte B+tree leaf entry (a
-/// 32-byte key, inline up to 30 bytes, and a 24-byte location) in leaves half to 70 % full,
-/// plus branches. Keys over 30 bytes add their length plus 16 bytes of shared allocation.
-const INDEX_BYTES_PER_KEY: u64 = 110;
 
 #[derive(Default)]
 struct Counters {
@@ -412,7 +410,7 @@ impl Db {
                 removed = state.map;
             }
         })?;
-        for (key, loc) in removed.iter() {
+        for (key, loc) in removed.held() {
             w.usage.remove(key.as_bytes().len(), loc);
         }
         Ok(true)
@@ -676,8 +674,7 @@ impl Inner {
             (live, log)
         };
         let keys: u64 = version.tables.values().map(|t| t.map.len() as u64).sum();
-        let key_heap: u64 =
-            version.tables.values().flat_map(|t| t.map.keys()).map(|k| k.heap_bytes() as u64).sum();
+        let index_bytes: u64 = version.tables.values().map(|t| t.map.heap_bytes() as u64).sum();
         Stats {
             tables: version.tables.len(),
             keys,
@@ -685,7 +682,7 @@ impl Inner {
             log_bytes,
             live_bytes,
             dead_bytes: log_bytes.saturating_sub(live_bytes),
-            index_bytes: keys * INDEX_BYTES_PER_KEY + key_heap,
+            index_bytes,
             fsyncs: self.counters.fsyncs.load(Ordering::Relaxed),
             compactions: self.counters.compactions.load(Ordering::Relaxed),
             bytes_rewritten: self.counters.bytes_rewritten.load(Ordering::Relaxed),

@@ -5,7 +5,8 @@ use std::fmt;
 use std::ops::{Bound, Deref, RangeBounds};
 use std::sync::Arc;
 
-use super::index::{IndexKey, Loc, Probe, Version};
+use super::index::{IndexKey, Loc, Version};
+use super::table_map;
 use super::segment::Segment;
 use super::Table;
 
@@ -129,7 +130,7 @@ impl Snapshot {
         upper: Bound<&[u8]>,
     ) -> Range<'s> {
         let iter = match self.version.table(table) {
-            Some(t) if !is_empty_range(lower, upper) => Some(t.map.range((probe(lower), probe(upper)))),
+            Some(t) if !is_empty_range(lower, upper) => Some(t.map.range(lower, upper)),
             _ => None,
         };
         Range { iter, version: &self.version, segment: None }
@@ -150,12 +151,7 @@ impl Snapshot {
     }
 }
 
-/// A bound as a lookup probe (compares 8-byte prefixes as integers first).
-fn probe(bound: Bound<&[u8]>) -> Bound<Probe<'_>> {
-    bound.map(Probe::new)
-}
-
-/// Whether no key can lie within the bounds (ordered maps refuse such ranges).
+/// Whether no key can lie within the bounds.
 fn is_empty_range(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
     match (lower, upper) {
         (Bound::Included(l), Bound::Included(u)) => l > u,
@@ -166,7 +162,7 @@ fn is_empty_range(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
 
 /// Entries of a [`Snapshot::range`]: keys and values borrowed from the snapshot.
 pub struct Range<'s> {
-    iter: Option<imbl::ordmap::RangedIter<'s, IndexKey, Loc, imbl::shared_ptr::DefaultSharedPtr>>,
+    iter: Option<table_map::Iter<'s>>,
     version: &'s Version,
     /// The segment of the last entry: neighbours in key order mostly share one (batches
     /// are written in key order), which saves a lookup in the segment map per entry.
@@ -250,7 +246,7 @@ impl OwnedRange {
             return;
         }
         let mut last = None;
-        for (key, loc) in table.map.range((probe(lower), probe(upper))).take(self.chunk) {
+        for (key, loc) in table.map.range(lower, upper).take(self.chunk) {
             if let Some(segment) = version.segments.get(&loc.segment) {
                 self.buffer.push_back((key.clone(), Value::new(segment, loc)));
             }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::error::{Error, Result};
 use super::hint;
 use super::index::{IndexKey, Loc, TableMap, TableState, Usage, Version};
+use super::table_map::Entry;
 use super::io::{OpenMode, VfsFile};
 use super::record::{self, Decoded, Kind, Next, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::segment::{self, Segment};
@@ -192,8 +193,13 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
         max_seq = h.seq;
     }
 
-    let mut replay =
-        Replay { version: &mut version, deleted: HashMap::new(), cleared: HashMap::new(), max_seq };
+    let mut replay = Replay {
+        version: &mut version,
+        replayed: HashMap::new(),
+        deleted: HashMap::new(),
+        cleared: HashMap::new(),
+        max_seq,
+    };
     for (&id, o) in &opened {
         if id < start.0 {
             continue;
@@ -226,6 +232,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
             cut(o, scanned.end as u64)?;
         }
     }
+    replay.finish();
     let max_seq = replay.max_seq;
 
     let place = Placement { vfs, dir, segment_size: options.segment_size, preallocate: options.preallocate };
@@ -269,6 +276,9 @@ struct Scanned {
 /// Replay state: what tombstones and clears seen so far hide.
 struct Replay<'v> {
     version: &'v mut Version,
+    /// Per table, what the replay changed over the hint's index: a location, or `None` for
+    /// a removed key.
+    replayed: HashMap<u32, BTreeMap<IndexKey, Option<Loc>>>,
     /// Highest tombstone sequence number per (table, key).
     deleted: HashMap<(u32, Box<[u8]>), u64>,
     /// Highest clear sequence number per table.
@@ -277,6 +287,17 @@ struct Replay<'v> {
 }
 
 impl Replay<'_> {
+    /// Folds what was replayed into the index, leaving one sorted run per table.
+    fn finish(&mut self) {
+        let mut uncounted = Usage::default();
+        for (table, replayed) in self.replayed.drain() {
+            let Some(state) = self.version.tables.get_mut(&table) else { continue };
+            let entries = replayed.into_iter().map(|(key, loc)| Entry { key, loc }).collect();
+            state.map.apply(entries, &mut uncounted);
+            state.map.merge_recent(&mut uncounted);
+        }
+    }
+
     /// Replays the whole batches of `o` from `from`.
     fn segment(&mut self, o: &Opened, from: usize, tables: &TableDir) -> Result<Scanned> {
         let bytes = o.segment.written_bytes();
@@ -322,7 +343,7 @@ impl Replay<'_> {
     /// Applies one record, by sequence number.
     fn apply(&mut self, o: &Opened, bytes: &[u8], d: &Decoded, tables: &TableDir) -> Result<()> {
         self.max_seq = self.max_seq.max(d.seq);
-        let Some(state) = self.version.tables.get_mut(&d.table) else {
+        let Some(state) = self.version.tables.get(&d.table) else {
             if d.table >= tables.next_id {
                 return Err(Error::corrupt(
                     o.segment.path(),
@@ -333,12 +354,17 @@ impl Replay<'_> {
             return Ok(()); // a dropped table
         };
         let key = &bytes[d.key..d.key + d.key_len];
+        let replayed = self.replayed.entry(d.table).or_default();
+        let current = match replayed.get(key) {
+            Some(slot) => *slot,
+            None => state.map.get(key),
+        };
         match d.kind {
             Kind::Put => {
                 if self.cleared.get(&d.table).is_some_and(|&s| d.seq < s)
                     || (!self.deleted.is_empty()
                         && self.deleted.get(&(d.table, Box::from(key))).is_some_and(|&s| d.seq < s))
-                    || state.map.get(key).is_some_and(|l| l.seq > d.seq)
+                    || current.is_some_and(|l| l.seq > d.seq)
                 {
                     return Ok(());
                 }
@@ -348,11 +374,11 @@ impl Replay<'_> {
                     segment: o.segment.id(),
                     len: d.value_len as u32,
                 };
-                state.map.insert(IndexKey::new(key), loc);
+                replayed.insert(IndexKey::new(key), Some(loc));
             }
             Kind::Tombstone => {
-                if state.map.get(key).is_some_and(|l| l.seq <= d.seq) {
-                    state.map.remove(key);
+                if current.is_some_and(|l| l.seq <= d.seq) {
+                    replayed.insert(IndexKey::new(key), None);
                 }
                 let seen = self.deleted.entry((d.table, Box::from(key))).or_default();
                 *seen = (*seen).max(d.seq);
@@ -360,9 +386,12 @@ impl Replay<'_> {
             Kind::Clear => {
                 let seen = self.cleared.entry(d.table).or_default();
                 *seen = (*seen).max(d.seq);
-                let keep: TableMap =
-                    state.map.iter().filter(|(_, l)| l.seq > d.seq).map(|(k, l)| (k.clone(), *l)).collect();
-                state.map = keep;
+                self.finish();
+                if let Some(state) = self.version.tables.get_mut(&d.table) {
+                    let keep: Vec<(IndexKey, Loc)> =
+                        state.map.iter().filter(|(_, l)| l.seq > d.seq).map(|(k, l)| (k.clone(), *l)).collect();
+                    state.map = TableMap::from_sorted(keep);
+                }
             }
         }
         Ok(())

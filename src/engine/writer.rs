@@ -16,6 +16,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::error::{Error, Result};
 use super::index::{prefix_of, IndexKey, Loc, TableMap, Usage, Version};
+use super::table_map::Entry;
 use super::io::{OpenMode, Vfs, VfsFile};
 use super::record::{self, Kind, RecordRef, SegmentHeader, MAX_KEY_LEN, MAX_VALUE_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{self, Segment};
@@ -300,16 +301,20 @@ impl Writer {
         self.next_seq += 1;
         if seqs.is_none() {
             let segment = self.active.segment.id();
-            for (&i, placed) in self.order.iter().zip(&self.placed) {
+            let changes = self.order.iter().zip(&self.placed).map(|(&i, placed)| {
                 let op = &ops[i];
-                let loc = |value: &[u8]| Loc {
-                    offset: base + placed.value_offset as u64,
-                    seq,
-                    segment,
-                    len: value.len() as u32,
+                let loc = match *op {
+                    Op::Put { value, .. } => Some(Loc {
+                        offset: base + placed.value_offset as u64,
+                        seq,
+                        segment,
+                        len: value.len() as u32,
+                    }),
+                    _ => None,
                 };
-                apply(&mut self.working, &mut self.usage, op, loc);
-            }
+                (op, loc)
+            });
+            apply(&mut self.working, &mut self.usage, changes);
         }
         self.working.seq = seq;
         self.working.end = (self.active.segment.id(), end);
@@ -333,31 +338,62 @@ impl Writer {
     }
 }
 
-/// Applies one op, in log order, to `version`.
-fn apply(version: &mut Version, usage: &mut Usage, op: &Op<'_>, loc: impl Fn(&[u8]) -> Loc) {
-    match *op {
-        Op::Put { table, key, value, .. } => {
-            let Some(state) = version.tables.get_mut(&table.id) else { return };
-            let loc = loc(value);
-            usage.add(key.len(), &loc);
-            if let Some(old) = state.map.insert(IndexKey::new(key), loc) {
-                usage.remove(key.len(), &old);
+/// Applies a batch's ops, in log order, with the locations of their values: each table's
+/// changes become one run of its index.
+fn apply<'o, 'a: 'o>(
+    version: &mut Version,
+    usage: &mut Usage,
+    changes: impl Iterator<Item = (&'o Op<'a>, Option<Loc>)>,
+) {
+    let mut pending: Vec<(u32, Entry)> = Vec::new();
+    for (op, loc) in changes {
+        match *op {
+            Op::Put { table, key, .. } | Op::Delete { table, key } => {
+                pending.push((table.id, Entry { key: IndexKey::new(key), loc }));
             }
-        }
-        Op::Delete { table, key } => {
-            let Some(state) = version.tables.get_mut(&table.id) else { return };
-            if let Some(old) = state.map.remove(key) {
-                usage.remove(key.len(), &old);
+            Op::Clear { table } => {
+                add_runs(version, usage, &mut pending);
+                let Some(state) = version.tables.get_mut(&table.id) else { continue };
+                for (key, old) in state.map.held() {
+                    usage.remove(key.as_bytes().len(), old);
+                }
+                state.map = TableMap::new();
             }
-        }
-        Op::Clear { table } => {
-            let Some(state) = version.tables.get_mut(&table.id) else { return };
-            for (key, old) in state.map.iter() {
-                usage.remove(key.as_bytes().len(), old);
-            }
-            state.map = TableMap::new();
         }
     }
+    add_runs(version, usage, &mut pending);
+}
+
+/// Adds the changes of `pending` (in log order) as one run per table.
+pub(crate) fn add_runs(version: &mut Version, usage: &mut Usage, pending: &mut Vec<(u32, Entry)>) {
+    let in_order = |a: &(u32, Entry), b: &(u32, Entry)| a.0.cmp(&b.0).then_with(|| a.1.key.cmp(&b.1.key));
+    // Large batches come sorted (see `write_order`). The sort is stable: on one key, the
+    // last op wins.
+    if !pending.is_sorted_by(|a, b| in_order(a, b).is_le()) {
+        pending.sort_by(in_order);
+    }
+    let mut rest = &mut pending[..];
+    while let Some(&(table, _)) = rest.first() {
+        let n = rest.iter().take_while(|(t, _)| *t == table).count();
+        let (group, tail) = rest.split_at_mut(n);
+        rest = tail;
+        let Some(state) = version.tables.get_mut(&table) else { continue };
+        let mut run: Vec<Entry> = Vec::with_capacity(group.len());
+        for (_, entry) in group.iter_mut() {
+            let entry = std::mem::replace(entry, Entry { key: IndexKey::new(&[]), loc: None });
+            match run.last_mut() {
+                Some(last) if last.key == entry.key => *last = entry,
+                _ => run.push(entry),
+            }
+        }
+        for entry in &run {
+            if let Some(loc) = &entry.loc {
+                usage.add(entry.key.as_bytes().len(), loc);
+            }
+        }
+        state.map.apply(run, usage);
+    }
+    pending.clear();
 }
 
 /// Group commit: durability and publication of appended batches.

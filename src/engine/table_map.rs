@@ -1,0 +1,561 @@
+//! One table's index: immutable sorted runs of entries, the newest on top of a base run.
+//!
+//! A commit adds its changes as one new run instead of copying paths of a persistent tree:
+//! publishing a version clones a few `Arc`s, whatever the size of the table. Small runs are
+//! merged into their predecessor as they come (a binary counter: each entry is copied
+//! about log₂(recent entries / commit size) times), and the recent runs are merged into the
+//! base once they hold a quarter of it (each entry is copied a few more times, sequentially).
+//! A run never changes once made, so a reader's version keeps its runs as long as it
+//! likes, and nobody waits for anybody.
+//!
+//! Lookups try the recent runs newest first, each behind a Bloom filter, then the base, whose
+//! fences (the first 8 key bytes of every 64th entry) narrow a binary search to a block or
+//! two. A delete in a recent run is a tombstone entry; merging into the base drops it.
+//!
+//! Accounting rule: every `Some` entry present in a run, superseded or not, is counted once
+//! in the writer's [`Usage`]. A superseded one is uncounted when a merge drops it.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::ops::Bound;
+use std::sync::{Arc, OnceLock};
+
+use super::index::{IndexKey, Loc, Probe, Usage};
+
+/// Entries per fence block of a run.
+#[cfg(not(test))]
+const BLOCK: usize = 64;
+#[cfg(test)]
+const BLOCK: usize = 4;
+/// A new run is merged into the newest recent run while that one is smaller than this, so
+/// single-key commits do not pile up runs.
+const SMALL_RUN: usize = 128;
+/// The recent runs are merged into the base once they hold this many entries, or a quarter
+/// of the base if that is more.
+#[cfg(not(test))]
+const MIN_BASE_MERGE: usize = 64 * 1024;
+#[cfg(test)]
+const MIN_BASE_MERGE: usize = 48;
+/// Bloom filter bits per entry of a recent run (three bits set per key, in one word: about
+/// 3 % false positives).
+const FILTER_BITS_PER_ENTRY: usize = 10;
+
+/// An index entry: a key and where its value lies, or `None` for a delete that hides an
+/// older entry (only in recent runs).
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub(crate) key: IndexKey,
+    pub(crate) loc: Option<Loc>,
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} → {:?}", self.key, self.loc)
+    }
+}
+
+/// Entries sorted by key, each key once, never changed after it is made.
+#[derive(Default)]
+pub(crate) struct Run {
+    entries: Vec<Entry>,
+    /// The 8-byte prefix of the first key of each block of [`BLOCK`] entries.
+    fences: Vec<u64>,
+    /// A Bloom filter of the keys (empty: no filter, for the base).
+    filter: Vec<u64>,
+    /// Heap bytes of the run, keys outside the entries included.
+    heap: usize,
+}
+
+impl Run {
+    fn new(entries: Vec<Entry>, filtered: bool) -> Run {
+        let fences = entries.iter().step_by(BLOCK).map(|e| e.key.prefix()).collect();
+        let filter = if filtered { build_filter(&entries) } else { Vec::new() };
+        let fences: Vec<u64> = fences;
+        let heap = entries.capacity() * std::mem::size_of::<Entry>()
+            + entries.iter().map(|e| e.key.heap_bytes()).sum::<usize>()
+            + (fences.capacity() + filter.capacity()) * 8;
+        Run { entries, fences, filter, heap }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The index of the first entry whose key is not less than `probe`'s.
+    fn lower_bound(&self, probe: &Probe<'_>) -> usize {
+        let prefix = probe.prefix();
+        // Entries before the block ahead of the first fence ≥ prefix are smaller; entries
+        // from the first block whose fence is > prefix on are larger.
+        let first_block = self.fences.partition_point(|&f| f < prefix).saturating_sub(1);
+        let end_block = self.fences.partition_point(|&f| f <= prefix);
+        let start = first_block * BLOCK;
+        let end = (end_block * BLOCK).min(self.entries.len()).max(start);
+        start + self.entries[start..end].partition_point(|e| probe.cmp_key(&e.key) == Ordering::Greater)
+    }
+
+    /// The index of the first entry whose key is greater than `probe`'s.
+    fn upper_bound(&self, probe: &Probe<'_>) -> usize {
+        let i = self.lower_bound(probe);
+        match self.entries.get(i) {
+            Some(e) if e.key.as_bytes() == probe.bytes() => i + 1,
+            _ => i,
+        }
+    }
+
+    fn find(&self, probe: &Probe<'_>) -> Option<&Entry> {
+        let i = self.lower_bound(probe);
+        self.entries.get(i).filter(|e| e.key.as_bytes() == probe.bytes())
+    }
+
+    /// The entries within the bounds.
+    fn slice(&self, lower: Bound<&Probe<'_>>, upper: Bound<&Probe<'_>>) -> &[Entry] {
+        let start = match lower {
+            Bound::Included(p) => self.lower_bound(p),
+            Bound::Excluded(p) => self.upper_bound(p),
+            Bound::Unbounded => 0,
+        };
+        let end = match upper {
+            Bound::Included(p) => self.upper_bound(p),
+            Bound::Excluded(p) => self.lower_bound(p),
+            Bound::Unbounded => self.entries.len(),
+        };
+        self.entries.get(start..end).unwrap_or(&[])
+    }
+
+    /// Whether the key hashed to `hash` may be in this run.
+    #[inline]
+    fn may_contain(&self, hash: u64) -> bool {
+        if self.filter.is_empty() {
+            return true;
+        }
+        let word = self.filter[(hash >> 40) as usize & (self.filter.len() - 1)];
+        let bits = filter_bits(hash);
+        word & bits == bits
+    }
+
+    /// Heap bytes of this run.
+    fn heap_bytes(&self) -> usize {
+        self.heap
+    }
+}
+
+/// The three bits of a filter word that `hash` sets.
+#[inline]
+fn filter_bits(hash: u64) -> u64 {
+    (1 << (hash & 63)) | (1 << ((hash >> 6) & 63)) | (1 << ((hash >> 12) & 63))
+}
+
+fn build_filter(entries: &[Entry]) -> Vec<u64> {
+    let words = (entries.len() * FILTER_BITS_PER_ENTRY).div_ceil(64).next_power_of_two();
+    let mut filter = vec![0u64; words];
+    for e in entries {
+        let hash = hash_key(e.key.as_bytes());
+        filter[(hash >> 40) as usize & (words - 1)] |= filter_bits(hash);
+    }
+    filter
+}
+
+/// A fast, well-mixed hash of a key for the filters (not for anything adversarial: a bad
+/// spread only costs lookups their shortcut).
+#[inline]
+fn hash_key(key: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = K ^ key.len() as u64;
+    let mut chunks = key.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7]]);
+        h = (h ^ word).wrapping_mul(K).rotate_left(29);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(last)).wrapping_mul(K).rotate_left(29);
+    }
+    h ^= h >> 32;
+    h = h.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    h ^ (h >> 32)
+}
+
+/// One table's keys, as a version sees them. Cloning is a few reference counts.
+#[derive(Clone, Default)]
+pub(crate) struct TableMap {
+    /// The bulk of the keys; no tombstones.
+    base: Arc<Run>,
+    /// Runs of recent commits, oldest first.
+    recent: Vec<Arc<Run>>,
+    /// Entries in `recent`.
+    recent_entries: usize,
+    /// The number of keys, counted on first demand when `recent` is not empty.
+    len: Arc<OnceLock<usize>>,
+}
+
+impl fmt::Debug for TableMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableMap")
+            .field("base", &self.base.len())
+            .field("recent", &self.recent.iter().map(|r| r.len()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl TableMap {
+    /// An empty map.
+    pub(crate) fn new() -> TableMap {
+        TableMap::default()
+    }
+
+    /// A map of `entries`, which must be sorted by key, each key once.
+    pub(crate) fn from_sorted(entries: Vec<(IndexKey, Loc)>) -> TableMap {
+        let entries = entries.into_iter().map(|(key, loc)| Entry { key, loc: Some(loc) }).collect();
+        TableMap { base: Arc::new(Run::new(entries, false)), ..TableMap::default() }
+    }
+
+    /// Where the value of `key` lies.
+    #[inline]
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Loc> {
+        let probe = Probe::new(key);
+        if !self.recent.is_empty() {
+            let hash = hash_key(key);
+            for run in self.recent.iter().rev() {
+                if run.may_contain(hash) {
+                    if let Some(entry) = run.find(&probe) {
+                        return entry.loc;
+                    }
+                }
+            }
+        }
+        self.base.find(&probe).and_then(|e| e.loc)
+    }
+
+    /// Whether `key` is present.
+    pub(crate) fn contains_key(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The number of keys: immediate when the recent runs are merged, else counted once per
+    /// version (a lookup in the base per recent entry).
+    pub(crate) fn len(&self) -> usize {
+        if self.recent.is_empty() {
+            return self.base.len();
+        }
+        *self.len.get_or_init(|| {
+            let mut len = self.base.len();
+            for (key, loc) in self.recent_merged() {
+                let in_base = self.base.find(&Probe::new(key.as_bytes())).is_some();
+                match (loc.is_some(), in_base) {
+                    (true, false) => len += 1,
+                    (false, true) => len -= 1,
+                    _ => {}
+                }
+            }
+            len
+        })
+    }
+
+    /// Every key and location, in key order.
+    pub(crate) fn iter(&self) -> Iter<'_> {
+        self.range(Bound::Unbounded, Bound::Unbounded)
+    }
+
+    /// The keys within the bounds and their locations, in key order.
+    pub(crate) fn range(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Iter<'_> {
+        let (lower, upper) = (lower.map(Probe::new), upper.map(Probe::new));
+        let base = self.base.slice(lower.as_ref(), upper.as_ref());
+        if self.recent.is_empty() {
+            return Iter::Base(base.iter());
+        }
+        let mut heads = Vec::with_capacity(self.recent.len() + 1);
+        for run in self.recent.iter().rev() {
+            heads.push(run.slice(lower.as_ref(), upper.as_ref()));
+        }
+        heads.push(base);
+        Iter::Merged(Merge { heads })
+    }
+
+    /// Every entry held, superseded ones and tombstones included, in no particular order:
+    /// what [`Usage`] counts.
+    pub(crate) fn held(&self) -> impl Iterator<Item = (&IndexKey, &Loc)> {
+        std::iter::once(&self.base)
+            .chain(&self.recent)
+            .flat_map(|run| run.entries.iter())
+            .filter_map(|e| Some((&e.key, e.loc.as_ref()?)))
+    }
+
+    /// Heap bytes of the index of this table.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        std::iter::once(&self.base).chain(&self.recent).map(|r| r.heap_bytes()).sum::<usize>()
+            + self.recent.capacity() * 8
+    }
+
+    /// Adds a commit's changes: `entries` sorted by key, each key once, newer than every
+    /// entry of the map. Entries that merges supersede are uncounted from `usage`.
+    pub(crate) fn apply(&mut self, entries: Vec<Entry>, usage: &mut Usage) {
+        if entries.is_empty() {
+            return;
+        }
+        self.len = Arc::default();
+        if self.base.len() == 0 && self.recent.is_empty() && entries.iter().all(|e| e.loc.is_some()) {
+            // A first load becomes the base as it is.
+            self.base = Arc::new(Run::new(entries, false));
+            return;
+        }
+        self.recent_entries += entries.len();
+        self.recent.push(Arc::new(Run::new(entries, true)));
+        while let [.., older, newer] = &self.recent[..] {
+            if older.len() >= SMALL_RUN && older.len() > 2 * newer.len() {
+                break;
+            }
+            let merged = merge(&older.entries, &newer.entries, false, usage);
+            self.recent_entries = self.recent_entries + merged.len() - (older.len() + newer.len());
+            self.recent.truncate(self.recent.len() - 2);
+            self.recent.push(Arc::new(Run::new(merged, true)));
+        }
+        if self.recent_entries >= MIN_BASE_MERGE.max(self.base.len() / 4) {
+            self.merge_recent(usage);
+        }
+    }
+
+    /// Merges every recent run into the base.
+    pub(crate) fn merge_recent(&mut self, usage: &mut Usage) {
+        let Some(mut newest) = self.recent.pop() else { return };
+        while let Some(older) = self.recent.pop() {
+            newest = Arc::new(Run { entries: merge(&older.entries, &newest.entries, false, usage), ..Run::default() });
+        }
+        let entries = merge(&self.base.entries, &newest.entries, true, usage);
+        self.base = Arc::new(Run::new(entries, false));
+        self.recent_entries = 0;
+        self.len = Arc::default();
+    }
+
+    /// The recent runs merged: each key once, its newest entry, tombstones included.
+    fn recent_merged(&self) -> impl Iterator<Item = (&IndexKey, Option<&Loc>)> {
+        let heads = self.recent.iter().rev().map(|r| &r.entries[..]).collect();
+        MergeAll(Merge { heads })
+    }
+}
+
+/// Merges two runs, `newer` winning on equal keys; a superseded `Some` entry is uncounted
+/// from `usage`. Into the base, tombstones are dropped.
+fn merge(older: &[Entry], newer: &[Entry], into_base: bool, usage: &mut Usage) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(older.len() + newer.len());
+    let keep = |e: &Entry| !into_base || e.loc.is_some();
+    let (mut i, mut j) = (0, 0);
+    while i < older.len() && j < newer.len() {
+        let (o, n) = (&older[i], &newer[j]);
+        match o.key.cmp(&n.key) {
+            Ordering::Less => {
+                out.push(o.clone());
+                i += 1;
+            }
+            Ordering::Greater => {
+                if keep(n) {
+                    out.push(n.clone());
+                }
+                j += 1;
+            }
+            Ordering::Equal => {
+                if let Some(old) = &o.loc {
+                    usage.remove(o.key.as_bytes().len(), old);
+                }
+                if keep(n) {
+                    out.push(n.clone());
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&older[i..]);
+    out.extend(newer[j..].iter().filter(|e| keep(e)).cloned());
+    out
+}
+
+/// Keys and locations of a [`TableMap::range`], in key order.
+pub(crate) enum Iter<'a> {
+    /// Only the base: a slice.
+    Base(std::slice::Iter<'a, Entry>),
+    /// Recent runs over the base.
+    Merged(Merge<'a>),
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a IndexKey, &'a Loc);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Base(entries) => entries.find_map(|e| Some((&e.key, e.loc.as_ref()?))),
+            Iter::Merged(merge) => loop {
+                let (key, loc) = merge.next_entry()?;
+                if let Some(loc) = loc {
+                    return Some((key, loc));
+                }
+            },
+        }
+    }
+}
+
+/// A merge of runs' remaining entries, newest run first: each key once, from the newest run
+/// that holds it.
+pub(crate) struct Merge<'a> {
+    heads: Vec<&'a [Entry]>,
+}
+
+impl<'a> Merge<'a> {
+    #[inline]
+    fn next_entry(&mut self) -> Option<(&'a IndexKey, Option<&'a Loc>)> {
+        let mut best: Option<(usize, &'a Entry)> = None;
+        for (i, head) in self.heads.iter().enumerate() {
+            if let Some(e) = head.first() {
+                if best.is_none_or(|(_, b)| e.key < b.key) {
+                    best = Some((i, e));
+                }
+            }
+        }
+        let (_, entry) = best?;
+        for head in &mut self.heads {
+            if head.first().is_some_and(|e| e.key == entry.key) {
+                *head = &head[1..];
+            }
+        }
+        Some((&entry.key, entry.loc.as_ref()))
+    }
+}
+
+/// [`Merge`] over recent runs only, tombstones included.
+struct MergeAll<'a>(Merge<'a>);
+
+impl<'a> Iterator for MergeAll<'a> {
+    type Item = (&'a IndexKey, Option<&'a Loc>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next_entry()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::ops::RangeBounds;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn keys() -> impl Strategy<Value = Vec<u8>> {
+        // Few distinct bytes and long shared prefixes: equal 8-byte prefixes across blocks.
+        let byte = prop_oneof![Just(0u8), Just(1), Just(255)];
+        (proptest::collection::vec(byte, 0..12), 0..3usize)
+            .prop_map(|(mut k, pad)| {
+                k.splice(0..0, std::iter::repeat_n(7u8, pad * 4));
+                k
+            })
+    }
+
+    /// Batches of (key, put or delete).
+    fn batches() -> impl Strategy<Value = Vec<Vec<(Vec<u8>, bool)>>> {
+        let batch = proptest::collection::vec((keys(), any::<bool>()), 1..40);
+        proptest::collection::vec(batch, 1..40)
+    }
+
+    fn loc(seq: u64, n: u64) -> Loc {
+        Loc { offset: n * 10, seq, segment: 1, len: 10 }
+    }
+
+    /// The sum of what `usage` counts for segment 1.
+    fn counted(usage: &Usage) -> u64 {
+        usage.live(1)
+    }
+
+    fn held_bytes(map: &TableMap) -> u64 {
+        map.held().map(|(k, l)| super::super::index::footprint(k.as_bytes().len(), l.len)).sum()
+    }
+
+    proptest! {
+        #[test]
+        fn table_map_matches_a_btreemap(batches in batches(), bounds in (keys(), keys(), 0..3u8, 0..3u8)) {
+            let mut map = TableMap::new();
+            let mut model: BTreeMap<Vec<u8>, Loc> = BTreeMap::new();
+            let mut usage = Usage::default();
+            let mut old_versions = Vec::new();
+            for (seq, batch) in batches.iter().enumerate() {
+                let seq = seq as u64 + 1;
+                old_versions.push((map.clone(), model.clone()));
+                let mut pending: Vec<(Vec<u8>, Option<Loc>)> = Vec::new();
+                for (n, (key, put)) in batch.iter().enumerate() {
+                    let l = put.then(|| loc(seq, n as u64));
+                    match l {
+                        Some(l) => { model.insert(key.clone(), l); }
+                        None => { model.remove(key); }
+                    }
+                    pending.retain(|(k, _)| k != key);
+                    pending.push((key.clone(), l));
+                }
+                pending.sort_by(|a, b| a.0.cmp(&b.0));
+                for (key, l) in &pending {
+                    if let Some(l) = l {
+                        usage.add(key.len(), l);
+                    }
+                }
+                let entries = pending.into_iter().map(|(k, loc)| Entry { key: IndexKey::new(&k), loc }).collect();
+                map.apply(entries, &mut usage);
+
+                prop_assert_eq!(map.len(), model.len());
+                prop_assert_eq!(counted(&usage), held_bytes(&map));
+                for (key, l) in &model {
+                    prop_assert_eq!(map.get(key), Some(*l));
+                }
+                let all: Vec<(Vec<u8>, Loc)> = map.iter().map(|(k, l)| (k.as_bytes().to_vec(), *l)).collect();
+                let expected: Vec<(Vec<u8>, Loc)> = model.iter().map(|(k, l)| (k.clone(), *l)).collect();
+                prop_assert_eq!(&all, &expected);
+                for (key, _) in batch {
+                    prop_assert_eq!(map.get(key), model.get(key).copied());
+                }
+            }
+            // Old versions are untouched by later commits.
+            for (old, model) in &old_versions {
+                prop_assert_eq!(old.len(), model.len());
+                let all: Vec<Vec<u8>> = old.iter().map(|(k, _)| k.as_bytes().to_vec()).collect();
+                prop_assert_eq!(all, model.keys().cloned().collect::<Vec<_>>());
+            }
+            // Ranges, with every kind of bound.
+            let (a, b, ka, kb) = bounds;
+            let bound = |k: &Vec<u8>, kind: u8| match kind {
+                0 => Bound::Included(k.clone()),
+                1 => Bound::Excluded(k.clone()),
+                _ => Bound::Unbounded,
+            };
+            let (lower, upper) = (bound(&a, ka), bound(&b, kb));
+            fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+                b.as_ref().map(|k| &k[..])
+            }
+            let got: Vec<Vec<u8>> = map.range(as_ref(&lower), as_ref(&upper)).map(|(k, _)| k.as_bytes().to_vec()).collect();
+            let want: Vec<Vec<u8>> = model
+                .keys()
+                .filter(|k| (lower.as_ref().map(|b| &b[..]), upper.as_ref().map(|b| &b[..])).contains(&&k[..]))
+                .cloned()
+                .collect();
+            prop_assert_eq!(got, want);
+            map.merge_recent(&mut usage);
+            prop_assert_eq!(counted(&usage), held_bytes(&map));
+            prop_assert_eq!(map.len(), model.len());
+        }
+    }
+
+    #[test]
+    fn a_bulk_load_becomes_the_base_and_a_probe_between_fences_finds_nothing() {
+        let entries: Vec<(IndexKey, Loc)> =
+            (0u64..1000).map(|i| (IndexKey::new(&(i * 2).to_be_bytes()), loc(1, i))).collect();
+        let map = TableMap::from_sorted(entries);
+        assert_eq!(map.len(), 1000);
+        for i in 0u64..1000 {
+            assert_eq!(map.get(&(i * 2).to_be_bytes()), Some(loc(1, i)));
+            assert_eq!(map.get(&(i * 2 + 1).to_be_bytes()), None);
+        }
+        let from = 11u64.to_be_bytes();
+        let first: Vec<Vec<u8>> =
+            map.range(Bound::Included(&from[..]), Bound::Unbounded).take(2).map(|(k, _)| k.as_bytes().to_vec()).collect();
+        assert_eq!(first, vec![12u64.to_be_bytes().to_vec(), 14u64.to_be_bytes().to_vec()]);
+    }
+}
