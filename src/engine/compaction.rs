@@ -15,10 +15,10 @@ use std::sync::Arc;
 use super::error::{Error, Result};
 use super::hint;
 use super::index::{IndexKey, Loc, Version};
-use super::table_map::Entry;
-use super::writer::add_runs;
 use super::record::{self, Kind, Next, SEGMENT_HEADER_LEN};
 use super::segment::Segment;
+use super::table_map::Entry;
+use super::writer::add_runs;
 use super::{Inner, Op, Table, ValueAlign};
 
 /// Which segments to compact.
@@ -231,7 +231,7 @@ fn copy_live(
             moved.push((c.table.id, Entry { key: IndexKey::new(key), loc: Some(new) }));
         }
         let writer = &mut *w;
-        add_runs(&mut writer.working, &mut writer.usage, &mut moved);
+        writer.merge_due |= add_runs(&mut writer.working, &mut writer.usage, &mut moved);
         publish_synced(inner, &mut w)?;
     }
     Ok(())

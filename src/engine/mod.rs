@@ -66,12 +66,12 @@ mod error;
 pub mod fuzzing;
 mod hint;
 mod index;
-mod table_map;
 pub mod io;
 mod read;
 mod record;
 mod recovery;
 mod segment;
+mod table_map;
 mod tables;
 mod verify;
 mod writer;
@@ -275,6 +275,9 @@ struct Counters {
     bytes_rewritten: AtomicU64,
     hints_written: AtomicU64,
 }
+
+/// How long the engine waits without a commit before merging recent index runs.
+const INDEX_IDLE: Duration = Duration::from_millis(50);
 
 /// What the maintenance thread is asked to do.
 #[derive(Default)]
@@ -597,12 +600,56 @@ impl Inner {
         }
     }
 
-    /// Whether the maintenance thread has work: a checkpoint is due, or a segment was
-    /// sealed (it may be compactable).
+    /// Whether the maintenance thread has work: a checkpoint is due, a segment was sealed
+    /// (it may be compactable), or a table's recent index runs are due for a merge.
     fn wants_maintenance(&self, w: &mut Writer) -> bool {
         let checkpoint = self.options.checkpoint_bytes > 0 && w.since_hint >= self.options.checkpoint_bytes;
         let sealed = std::mem::take(&mut w.rotations) > 0 && self.options.compaction_threshold > 0.0;
-        checkpoint || sealed
+        checkpoint || sealed || w.merge_due
+    }
+
+    /// Merges recent index runs into their tables' bases, without holding the writer lock
+    /// while merging: the tables whose merge is due, or (`idle`) every table with recent
+    /// runs. The result is published when every appended batch is synced; otherwise the
+    /// next commit publishes it.
+    fn merge_index(&self, idle: bool) {
+        let jobs: Vec<(u32, table_map::MergeJob)> = {
+            let mut w = self.writer.lock();
+            w.merge_due = false;
+            let ids: Vec<u32> = w.working.tables.keys().copied().collect();
+            ids.into_iter()
+                .filter_map(|id| {
+                    let state = w.working.tables.get_mut(&id)?;
+                    if !(idle && state.map.has_recent() || state.map.merge_due()) {
+                        return None;
+                    }
+                    Some((id, state.map.freeze()?))
+                })
+                .collect()
+        };
+        if jobs.is_empty() {
+            return;
+        }
+        let merged: Vec<(u32, table_map::Merged)> =
+            jobs.into_iter().map(|(id, job)| (id, job.run())).collect();
+        let mut w = self.writer.lock();
+        let w = &mut *w;
+        let mut installed = false;
+        for (id, merged) in merged {
+            if let Some(state) = w.working.tables.get_mut(&id) {
+                installed |= state.map.install(merged, &mut w.usage);
+            }
+        }
+        if !installed || self.poisoned.load(Ordering::Acquire) {
+            return;
+        }
+        let version = Arc::new(w.working.clone());
+        match self.options.sync {
+            // Readers see only synced batches: publish only if the working version holds no
+            // other (the committer of a pending batch publishes the merge with it).
+            SyncMode::Always => self.syncer.publish_if_synced(w.working.seq, || self.current.store(version)),
+            SyncMode::Periodic(_) | SyncMode::Never => self.current.store(version),
+        }
     }
 
     fn wake_maintenance(&self) {
@@ -699,12 +746,27 @@ impl Inner {
             _ => None,
         };
         loop {
+            // With recent index runs, wake up after `INDEX_IDLE` too: if no commit came
+            // meanwhile, merge them, so reads after a burst of writes search one run.
+            let unmerged = |v: &Version| v.tables.values().any(|t| t.map.has_recent());
+            let idle_since = {
+                let version = self.current.load();
+                unmerged(&version).then_some(version.seq)
+            };
+            let timeout = match (period, idle_since) {
+                (Some(d), Some(_)) => Some(d.min(INDEX_IDLE)),
+                (Some(d), None) => Some(d),
+                (None, Some(_)) => Some(INDEX_IDLE),
+                (None, None) => None,
+            };
+            let mut timed_out = false;
             {
                 let mut m = self.maintenance.lock();
                 while !m.shutdown && !m.wake {
-                    match period {
+                    match timeout {
                         Some(d) => {
                             if self.maintenance_cv.wait_for(&mut m, d).timed_out() {
+                                timed_out = true;
                                 break;
                             }
                         }
@@ -722,6 +784,8 @@ impl Inner {
             if period.is_some() {
                 let _ = self.flush();
             }
+            let idle = timed_out && idle_since.is_some_and(|seq| self.current.load().seq == seq);
+            self.merge_index(idle);
             if self.options.compaction_threshold > 0.0 {
                 let _ = compaction::compact(
                     &self,

@@ -6,8 +6,8 @@ use std::ops::{Bound, Deref, RangeBounds};
 use std::sync::Arc;
 
 use super::index::{IndexKey, Loc, Version};
-use super::table_map;
 use super::segment::Segment;
+use super::table_map;
 use super::Table;
 
 /// A value, read in place from its memory-mapped segment. It holds the segment, so it stays

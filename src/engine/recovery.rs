@@ -13,10 +13,10 @@ use std::sync::Arc;
 use super::error::{Error, Result};
 use super::hint;
 use super::index::{IndexKey, Loc, TableMap, TableState, Usage, Version};
-use super::table_map::Entry;
 use super::io::{OpenMode, VfsFile};
 use super::record::{self, Decoded, Kind, Next, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::segment::{self, Segment};
+use super::table_map::Entry;
 use super::tables::{self, TableDir};
 use super::writer::{Active, Placement, Writer};
 use super::Options;
@@ -388,8 +388,12 @@ impl Replay<'_> {
                 *seen = (*seen).max(d.seq);
                 self.finish();
                 if let Some(state) = self.version.tables.get_mut(&d.table) {
-                    let keep: Vec<(IndexKey, Loc)> =
-                        state.map.iter().filter(|(_, l)| l.seq > d.seq).map(|(k, l)| (k.clone(), *l)).collect();
+                    let keep: Vec<(IndexKey, Loc)> = state
+                        .map
+                        .iter()
+                        .filter(|(_, l)| l.seq > d.seq)
+                        .map(|(k, l)| (k.clone(), *l))
+                        .collect();
                     state.map = TableMap::from_sorted(keep);
                 }
             }

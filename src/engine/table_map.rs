@@ -36,6 +36,9 @@ const SMALL_RUN: usize = 128;
 const MIN_BASE_MERGE: usize = 64 * 1024;
 #[cfg(test)]
 const MIN_BASE_MERGE: usize = 48;
+/// A background merge of the recent runs into the base is due once they hold this many
+/// entries, or 1/32 of the base if that is more (the writer merges by itself only at 1/4).
+const BACKGROUND_MERGE: usize = 4096;
 /// Bloom filter bits per entry of a recent run (three bits set per key, in one word: about
 /// 3 % false positives).
 const FILTER_BITS_PER_ENTRY: usize = 10;
@@ -163,7 +166,9 @@ fn hash_key(key: &[u8]) -> u64 {
     let mut h = K ^ key.len() as u64;
     let mut chunks = key.chunks_exact(8);
     for chunk in &mut chunks {
-        let word = u64::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7]]);
+        let word = u64::from_le_bytes([
+            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+        ]);
         h = (h ^ word).wrapping_mul(K).rotate_left(29);
     }
     let rest = chunks.remainder();
@@ -186,6 +191,9 @@ pub(crate) struct TableMap {
     recent: Vec<Arc<Run>>,
     /// Entries in `recent`.
     recent_entries: usize,
+    /// The oldest runs of `recent` that a background merge is folding into the base: later
+    /// commits do not merge into them.
+    frozen: usize,
     /// The number of keys, counted on first demand when `recent` is not empty.
     len: Arc<OnceLock<usize>>,
 }
@@ -302,11 +310,11 @@ impl TableMap {
         }
         self.recent_entries += entries.len();
         self.recent.push(Arc::new(Run::new(entries, true)));
-        while let [.., older, newer] = &self.recent[..] {
+        while let [.., older, newer] = &self.recent[self.frozen..] {
             if older.len() >= SMALL_RUN && older.len() > 2 * newer.len() {
                 break;
             }
-            let merged = merge(&older.entries, &newer.entries, false, usage);
+            let merged = merge(&older.entries, &newer.entries, false, &mut uncount(usage));
             self.recent_entries = self.recent_entries + merged.len() - (older.len() + newer.len());
             self.recent.truncate(self.recent.len() - 2);
             self.recent.push(Arc::new(Run::new(merged, true)));
@@ -316,16 +324,55 @@ impl TableMap {
         }
     }
 
-    /// Merges every recent run into the base.
+    /// Merges every recent run into the base, now.
     pub(crate) fn merge_recent(&mut self, usage: &mut Usage) {
-        let Some(mut newest) = self.recent.pop() else { return };
-        while let Some(older) = self.recent.pop() {
-            newest = Arc::new(Run { entries: merge(&older.entries, &newest.entries, false, usage), ..Run::default() });
-        }
-        let entries = merge(&self.base.entries, &newest.entries, true, usage);
-        self.base = Arc::new(Run::new(entries, false));
+        let job = MergeJob { base: Arc::clone(&self.base), runs: std::mem::take(&mut self.recent) };
+        self.base = job.fold(&mut uncount(usage));
         self.recent_entries = 0;
+        self.frozen = 0;
         self.len = Arc::default();
+    }
+
+    /// Whether a background merge of the recent runs is due.
+    pub(crate) fn merge_due(&self) -> bool {
+        self.frozen == 0 && self.recent_entries >= BACKGROUND_MERGE.max(self.base.len() / 32)
+    }
+
+    /// Whether there are recent runs to merge.
+    pub(crate) fn has_recent(&self) -> bool {
+        !self.recent.is_empty()
+    }
+
+    /// Freezes the recent runs for a background merge ([`MergeJob::run`], then
+    /// [`install`](Self::install)); `None` if there are none or a merge is under way.
+    pub(crate) fn freeze(&mut self) -> Option<MergeJob> {
+        if self.recent.is_empty() || self.frozen > 0 {
+            return None;
+        }
+        self.frozen = self.recent.len();
+        Some(MergeJob { base: Arc::clone(&self.base), runs: self.recent.clone() })
+    }
+
+    /// Replaces the base and the runs a background merge folded with its result, unless the
+    /// map changed under it (cleared, or merged by the writer): then the result is dropped.
+    /// Returns whether it was installed.
+    pub(crate) fn install(&mut self, merged: Merged, usage: &mut Usage) -> bool {
+        let Merged { job, base, superseded } = merged;
+        let unchanged = Arc::ptr_eq(&self.base, &job.base)
+            && self.frozen == job.runs.len()
+            && self.recent.iter().zip(&job.runs).filter(|(a, b)| Arc::ptr_eq(a, b)).count() == job.runs.len();
+        if !unchanged {
+            return false;
+        }
+        for (key_len, loc) in &superseded {
+            usage.remove(*key_len, loc);
+        }
+        self.base = base;
+        self.recent.drain(..job.runs.len());
+        self.recent_entries -= job.runs.iter().map(|r| r.len()).sum::<usize>();
+        self.frozen = 0;
+        self.len = Arc::default();
+        true
     }
 
     /// The recent runs merged: each key once, its newest entry, tombstones included.
@@ -335,9 +382,56 @@ impl TableMap {
     }
 }
 
-/// Merges two runs, `newer` winning on equal keys; a superseded `Some` entry is uncounted
-/// from `usage`. Into the base, tombstones are dropped.
-fn merge(older: &[Entry], newer: &[Entry], into_base: bool, usage: &mut Usage) -> Vec<Entry> {
+/// A base and the recent runs over it, to fold into a new base.
+pub(crate) struct MergeJob {
+    base: Arc<Run>,
+    /// Oldest first.
+    runs: Vec<Arc<Run>>,
+}
+
+/// The result of a [`MergeJob`], for [`TableMap::install`].
+pub(crate) struct Merged {
+    job: MergeJob,
+    base: Arc<Run>,
+    /// Key length and location of every entry the merge dropped as superseded: what the
+    /// writer's [`Usage`] stops counting when the result is installed.
+    superseded: Vec<(usize, Loc)>,
+}
+
+impl MergeJob {
+    /// Folds the runs into a new base: no lock held, the writer goes on meanwhile.
+    pub(crate) fn run(self) -> Merged {
+        let mut superseded = Vec::new();
+        let base = self.fold(&mut |key_len: usize, loc: &Loc| superseded.push((key_len, *loc)));
+        Merged { job: self, base, superseded }
+    }
+
+    /// The runs merged into the base, newest winning; superseded entries go to `uncount`.
+    fn fold(&self, uncount: &mut impl FnMut(usize, &Loc)) -> Arc<Run> {
+        let Some((newest, older)) = self.runs.split_last() else { return Arc::clone(&self.base) };
+        let mut merged = Vec::new();
+        for run in older.iter().rev() {
+            let newer = if merged.is_empty() { &newest.entries } else { &merged };
+            merged = merge(&run.entries, newer, false, uncount);
+        }
+        let recent = if older.is_empty() { &newest.entries } else { &merged };
+        Arc::new(Run::new(merge(&self.base.entries, recent, true, uncount), false))
+    }
+}
+
+/// Uncounts superseded entries from `usage`.
+fn uncount(usage: &mut Usage) -> impl FnMut(usize, &Loc) + '_ {
+    |key_len, loc| usage.remove(key_len, loc)
+}
+
+/// Merges two runs, `newer` winning on equal keys; a superseded `Some` entry goes to
+/// `uncount`. Into the base, tombstones are dropped.
+fn merge(
+    older: &[Entry],
+    newer: &[Entry],
+    into_base: bool,
+    uncount: &mut impl FnMut(usize, &Loc),
+) -> Vec<Entry> {
     let mut out = Vec::with_capacity(older.len() + newer.len());
     let keep = |e: &Entry| !into_base || e.loc.is_some();
     let (mut i, mut j) = (0, 0);
@@ -356,7 +450,7 @@ fn merge(older: &[Entry], newer: &[Entry], into_base: bool, usage: &mut Usage) -
             }
             Ordering::Equal => {
                 if let Some(old) = &o.loc {
-                    usage.remove(o.key.as_bytes().len(), old);
+                    uncount(o.key.as_bytes().len(), old);
                 }
                 if keep(n) {
                     out.push(n.clone());
@@ -446,17 +540,22 @@ mod tests {
     fn keys() -> impl Strategy<Value = Vec<u8>> {
         // Few distinct bytes and long shared prefixes: equal 8-byte prefixes across blocks.
         let byte = prop_oneof![Just(0u8), Just(1), Just(255)];
-        (proptest::collection::vec(byte, 0..12), 0..3usize)
-            .prop_map(|(mut k, pad)| {
-                k.splice(0..0, std::iter::repeat_n(7u8, pad * 4));
-                k
-            })
+        (proptest::collection::vec(byte, 0..12), 0..3usize).prop_map(|(mut k, pad)| {
+            k.splice(0..0, std::iter::repeat_n(7u8, pad * 4));
+            k
+        })
     }
 
-    /// Batches of (key, put or delete).
-    fn batches() -> impl Strategy<Value = Vec<Vec<(Vec<u8>, bool)>>> {
+    /// Batches of (key, put or delete), each with what to do after it: nothing, freeze the
+    /// recent runs for a background merge, or install the merge frozen earlier.
+    fn batches() -> impl Strategy<Value = Vec<(Vec<(Vec<u8>, bool)>, u8)>> {
         let batch = proptest::collection::vec((keys(), any::<bool>()), 1..40);
-        proptest::collection::vec(batch, 1..40)
+        proptest::collection::vec((batch, 0..4u8), 1..40)
+    }
+
+    /// Undoes a test's `freeze` of the map (a job that will never be installed).
+    fn job_reset(map: &mut TableMap) {
+        map.frozen = 0;
     }
 
     fn loc(seq: u64, n: u64) -> Loc {
@@ -479,7 +578,8 @@ mod tests {
             let mut model: BTreeMap<Vec<u8>, Loc> = BTreeMap::new();
             let mut usage = Usage::default();
             let mut old_versions = Vec::new();
-            for (seq, batch) in batches.iter().enumerate() {
+            let mut job = None;
+            for (seq, (batch, then)) in batches.iter().enumerate() {
                 let seq = seq as u64 + 1;
                 old_versions.push((map.clone(), model.clone()));
                 let mut pending: Vec<(Vec<u8>, Option<Loc>)> = Vec::new();
@@ -512,6 +612,20 @@ mod tests {
                 for (key, _) in batch {
                     prop_assert_eq!(map.get(key), model.get(key).copied());
                 }
+                match then {
+                    1 => job = job.or_else(|| map.freeze()),
+                    2 => {
+                        if let Some(job) = job.take() {
+                            let merged: Merged = job.run();
+                            map.install(merged, &mut usage);
+                            prop_assert!(map.freeze().is_some() || !map.has_recent());
+                            job_reset(&mut map);
+                        }
+                    }
+                    _ => {}
+                }
+                prop_assert_eq!(counted(&usage), held_bytes(&map));
+                prop_assert_eq!(map.len(), model.len());
             }
             // Old versions are untouched by later commits.
             for (old, model) in &old_versions {
@@ -554,8 +668,40 @@ mod tests {
             assert_eq!(map.get(&(i * 2 + 1).to_be_bytes()), None);
         }
         let from = 11u64.to_be_bytes();
-        let first: Vec<Vec<u8>> =
-            map.range(Bound::Included(&from[..]), Bound::Unbounded).take(2).map(|(k, _)| k.as_bytes().to_vec()).collect();
+        let first: Vec<Vec<u8>> = map
+            .range(Bound::Included(&from[..]), Bound::Unbounded)
+            .take(2)
+            .map(|(k, _)| k.as_bytes().to_vec())
+            .collect();
         assert_eq!(first, vec![12u64.to_be_bytes().to_vec(), 14u64.to_be_bytes().to_vec()]);
+    }
+
+    #[test]
+    fn a_background_merge_installs_under_later_commits_and_is_dropped_after_a_clear() {
+        let key = |i: u64| IndexKey::new(&i.to_be_bytes());
+        let run = |seq: u64, keys: std::ops::Range<u64>| -> Vec<Entry> {
+            keys.map(|i| Entry { key: key(i), loc: Some(loc(seq, i)) }).collect()
+        };
+        let mut usage = Usage::default();
+        let mut map = TableMap::new();
+        map.apply(run(1, 0..20), &mut usage);
+        map.apply(run(2, 10..15), &mut usage);
+        let job = map.freeze().expect("recent runs to merge");
+        assert!(map.freeze().is_none(), "one merge at a time");
+        map.apply(run(3, 12..13), &mut usage);
+        map.apply(vec![Entry { key: key(0), loc: None }], &mut usage);
+        assert!(map.install(job.run(), &mut usage));
+        assert_eq!(map.base.len(), 20, "the frozen runs are in the base");
+        assert_eq!(map.recent.iter().map(|r| r.len()).sum::<usize>(), 2, "later commits stay recent");
+        assert_eq!(map.len(), 19);
+        assert_eq!(map.get(&12u64.to_be_bytes()), Some(loc(3, 12)));
+        assert_eq!(map.get(&11u64.to_be_bytes()), Some(loc(2, 11)));
+        assert_eq!(map.get(&0u64.to_be_bytes()), None);
+
+        let job = map.freeze().expect("recent runs to merge");
+        map = TableMap::new();
+        map.apply(run(4, 0..1), &mut usage);
+        assert!(!map.install(job.run(), &mut usage), "a merge of a cleared map is dropped");
+        assert_eq!(map.len(), 1);
     }
 }

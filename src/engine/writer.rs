@@ -16,10 +16,10 @@ use parking_lot::{Condvar, Mutex};
 
 use super::error::{Error, Result};
 use super::index::{prefix_of, IndexKey, Loc, TableMap, Usage, Version};
-use super::table_map::Entry;
 use super::io::{OpenMode, Vfs, VfsFile};
 use super::record::{self, Kind, RecordRef, SegmentHeader, MAX_KEY_LEN, MAX_VALUE_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{self, Segment};
+use super::table_map::Entry;
 use super::tables::TableDir;
 use super::{Op, ValueAlign};
 
@@ -47,6 +47,8 @@ pub(crate) struct Writer {
     pub(crate) since_hint: u64,
     /// Sealed segments since the maintenance thread last looked.
     pub(crate) rotations: u64,
+    /// A table's recent index runs are due for a background merge.
+    pub(crate) merge_due: bool,
     /// Segment and file offset of the last appended batch.
     pub(crate) last_batch: (u32, u64),
     buf: Vec<u8>,
@@ -151,6 +153,7 @@ impl Writer {
             tables,
             since_hint: 0,
             rotations: 0,
+            merge_due: false,
             last_batch: (0, 0),
             buf: Vec::new(),
             placed: Vec::new(),
@@ -314,7 +317,7 @@ impl Writer {
                 };
                 (op, loc)
             });
-            apply(&mut self.working, &mut self.usage, changes);
+            self.merge_due |= apply(&mut self.working, &mut self.usage, changes);
         }
         self.working.seq = seq;
         self.working.end = (self.active.segment.id(), end);
@@ -339,12 +342,13 @@ impl Writer {
 }
 
 /// Applies a batch's ops, in log order, with the locations of their values: each table's
-/// changes become one run of its index.
+/// changes become one run of its index. Returns whether a background merge is due.
 fn apply<'o, 'a: 'o>(
     version: &mut Version,
     usage: &mut Usage,
     changes: impl Iterator<Item = (&'o Op<'a>, Option<Loc>)>,
-) {
+) -> bool {
+    let mut merge_due = false;
     let mut pending: Vec<(u32, Entry)> = Vec::new();
     for (op, loc) in changes {
         match *op {
@@ -352,7 +356,7 @@ fn apply<'o, 'a: 'o>(
                 pending.push((table.id, Entry { key: IndexKey::new(key), loc }));
             }
             Op::Clear { table } => {
-                add_runs(version, usage, &mut pending);
+                merge_due |= add_runs(version, usage, &mut pending);
                 let Some(state) = version.tables.get_mut(&table.id) else { continue };
                 for (key, old) in state.map.held() {
                     usage.remove(key.as_bytes().len(), old);
@@ -361,11 +365,13 @@ fn apply<'o, 'a: 'o>(
             }
         }
     }
-    add_runs(version, usage, &mut pending);
+    merge_due | add_runs(version, usage, &mut pending)
 }
 
-/// Adds the changes of `pending` (in log order) as one run per table.
-pub(crate) fn add_runs(version: &mut Version, usage: &mut Usage, pending: &mut Vec<(u32, Entry)>) {
+/// Adds the changes of `pending` (in log order) as one run per table. Returns whether a
+/// background merge of a table's runs is due.
+pub(crate) fn add_runs(version: &mut Version, usage: &mut Usage, pending: &mut Vec<(u32, Entry)>) -> bool {
+    let mut merge_due = false;
     let in_order = |a: &(u32, Entry), b: &(u32, Entry)| a.0.cmp(&b.0).then_with(|| a.1.key.cmp(&b.1.key));
     // Large batches come sorted (see `write_order`). The sort is stable: on one key, the
     // last op wins.
@@ -392,8 +398,10 @@ pub(crate) fn add_runs(version: &mut Version, usage: &mut Usage, pending: &mut V
             }
         }
         state.map.apply(run, usage);
+        merge_due |= state.map.merge_due();
     }
     pending.clear();
+    merge_due
 }
 
 /// Group commit: durability and publication of appended batches.
@@ -423,6 +431,15 @@ impl Syncer {
         }
         publish();
         self.done.notify_all();
+    }
+
+    /// Publishes a version of the index at batch `seq` with `publish` if every batch up to
+    /// `seq` is durable and none newer is published (else a committer publishes later).
+    pub(crate) fn publish_if_synced(&self, seq: u64, publish: impl FnOnce()) {
+        let state = self.state.lock();
+        if state.synced >= seq && state.published <= seq && !state.syncing {
+            publish();
+        }
     }
 
     /// Queues the version of batch `seq` (call with the writer lock held, so the queue is
