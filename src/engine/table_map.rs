@@ -546,9 +546,12 @@ mod tests {
         })
     }
 
+    /// (key, put or delete) pairs.
+    type Batch = Vec<(Vec<u8>, bool)>;
+
     /// Batches of (key, put or delete), each with what to do after it: nothing, freeze the
     /// recent runs for a background merge, or install the merge frozen earlier.
-    fn batches() -> impl Strategy<Value = Vec<(Vec<(Vec<u8>, bool)>, u8)>> {
+    fn batches() -> impl Strategy<Value = Vec<(Batch, u8)>> {
         let batch = proptest::collection::vec((keys(), any::<bool>()), 1..40);
         proptest::collection::vec((batch, 0..4u8), 1..40)
     }
