@@ -1403,3 +1403,57 @@ fn h3_cleared_and_dropped_tables_stay_empty() {
     drop(db);
     reopen_both_ways(dir.path(), &options, &expected, "clear and re-create, after compaction");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The index merges recent commits into its base in the background: snapshots taken before,
+// during and after those merges keep seeing exactly their own commit.
+
+#[test]
+fn snapshots_stay_exact_while_the_index_merges_in_the_background() {
+    let dir = scratch();
+    let opts = Options { sync: SyncMode::Never, ..Options::default() };
+    let db = Db::open(dir.path(), opts).unwrap();
+    let t = db.table("t").unwrap();
+    let key = |i: u32| (i.wrapping_mul(2_654_435_761)).to_be_bytes();
+    let mut model: BTreeMap<[u8; 4], Vec<u8>> = BTreeMap::new();
+    let mut snapshots: Vec<(Snapshot, BTreeMap<[u8; 4], Vec<u8>>)> = Vec::new();
+    // 40 batches of 500 changes over 6,000 keys: puts, overwrites and deletes, enough to
+    // make several background merges due (at 4,096 recent entries).
+    for round in 0..40u32 {
+        let mut ops = Vec::new();
+        let values: Vec<(u32, Vec<u8>)> = (0..500u32)
+            .map(|j| ((round * 311 + j * 7) % 6_000, format!("{round}/{j}").into_bytes()))
+            .collect();
+        let keys: Vec<[u8; 4]> = values.iter().map(|(i, _)| key(*i)).collect();
+        for ((i, value), k) in values.iter().zip(&keys) {
+            if i % 5 == round % 5 {
+                ops.push(Op::Delete { table: &t, key: k });
+                model.remove(k);
+            } else {
+                ops.push(Op::Put { table: &t, key: k, value, align: ValueAlign::Packed });
+                model.insert(*k, value.clone());
+            }
+        }
+        db.write(&ops).unwrap();
+        if round % 4 == 0 {
+            snapshots.push((db.snapshot(), model.clone()));
+        }
+    }
+    snapshots.push((db.snapshot(), model.clone()));
+    for (n, (snapshot, model)) in snapshots.iter().enumerate() {
+        let seen: BTreeMap<[u8; 4], Vec<u8>> =
+            snapshot.range(&t, ..).map(|(k, v)| (k.try_into().expect("4-byte keys"), v.to_vec())).collect();
+        assert!(seen == *model, "snapshot {n} sees {} keys, its commit had {}", seen.len(), model.len());
+        assert_eq!(snapshot.len(&t), model.len(), "snapshot {n}");
+        for (k, v) in model.iter().step_by(7) {
+            assert_eq!(snapshot.get(&t, k), Some(&v[..]), "snapshot {n}");
+        }
+    }
+    drop(snapshots);
+    drop(db);
+    let db = Db::open(dir.path(), Options::default()).unwrap();
+    let t = db.table("t").unwrap();
+    let seen: BTreeMap<[u8; 4], Vec<u8>> =
+        db.snapshot().range(&t, ..).map(|(k, v)| (k.try_into().expect("4-byte keys"), v.to_vec())).collect();
+    assert!(seen == model, "after reopen: {} keys, expected {}", seen.len(), model.len());
+}

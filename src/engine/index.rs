@@ -1,9 +1,7 @@
-//! The in-memory index: per table, an ordered persistent map from key to where its value
-//! lies, and the [`Version`] that readers load as a whole.
-//!
-//! Maps are `imbl::OrdMap`s (B+trees with structural sharing): cloning one is O(1), so the
-//! writer publishes a new version after every commit and readers keep old ones as long as
-//! they like. Nobody ever waits for anybody.
+//! The in-memory index: keys and locations, and the [`Version`] that readers load as a
+//! whole. Each table's keys are a [`TableMap`] of sorted runs (see `table_map`); the small
+//! maps of a version (tables, names, segments) are `imbl::OrdMap`s, so cloning a version
+//! for every commit costs a few reference counts. Nobody ever waits for anybody.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +15,7 @@ pub(crate) use super::table_map::TableMap;
 const INLINE_KEY: usize = 30;
 
 /// A key in the index: short keys inline (a lookup compares them without chasing a pointer,
-/// and cloning one for path copying is a 32-byte copy), longer ones shared.
+/// and copying one in a merge is a 32-byte copy), longer ones shared.
 #[derive(Clone)]
 pub(crate) enum IndexKey {
     Inline { len: u8, bytes: [u8; INLINE_KEY] },
