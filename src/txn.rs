@@ -7,7 +7,7 @@ use crate::backends::{EngineSnapshot, RawBatch};
 use crate::error::{Result, StorageError};
 use crate::formats::{KeyFormat, OrderPreserving, ValueFormat};
 use crate::storage::Storage;
-use crate::table::{as_ref, Entries, Guard, Table, TableInner};
+use crate::table::{Entries, Guard, Table, TableInner};
 
 /// A consistent read view across every table of a storage, made by [`Storage::read`].
 ///
@@ -118,8 +118,8 @@ impl<'s> ReadTxn<'s> {
         R: RangeBounds<K>,
     {
         check_storage(self.storage, table)?;
-        let (lower, upper) = table.inner().encode_bounds(&range)?;
-        self.raw_range(table.inner(), as_ref(&lower), as_ref(&upper))
+        let inner = table.inner();
+        inner.with_bounds(&range, |lower, upper| self.raw_range(inner, lower, upper))
     }
 
     pub(crate) fn raw_range<'t, K, V, KF, VF>(

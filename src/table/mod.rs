@@ -327,9 +327,9 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
     where
         KF: OrderPreserving<K>,
     {
-        let (lower, upper) = self.inner.encode_bounds(&range)?;
+        let engine = &self.inner.storage.inner.engine;
         let raw =
-            self.inner.storage.inner.engine.range(&self.inner.handle, as_ref(&lower), as_ref(&upper))?;
+            self.inner.with_bounds(&range, |lower, upper| engine.range(&self.inner.handle, lower, upper))?;
         Ok(Entries::new(raw, &self.inner))
     }
 
@@ -411,17 +411,6 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> TableSnapshot<'_, K, V, KF, VF>
         KF: OrderPreserving<K>,
     {
         self.txn.range(self.table, range)
-    }
-}
-
-/// The encoded lower and upper bounds of a key range.
-pub(crate) type EncodedBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
-
-pub(crate) fn as_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match bound {
-        Bound::Included(b) => Bound::Included(b),
-        Bound::Excluded(b) => Bound::Excluded(b),
-        Bound::Unbounded => Bound::Unbounded,
     }
 }
 
@@ -516,26 +505,47 @@ impl<KF, VF> TableInner<KF, VF> {
         self.encode_write(batch, key, Some(value))
     }
 
-    /// Encodes the bounds of a key range.
-    pub(crate) fn encode_bounds<K, R: RangeBounds<K>>(&self, range: &R) -> Result<EncodedBounds>
+    /// Runs `f` on the encoded bounds of `range`, encoded in this thread's reused key buffer
+    /// (as [`with_key`](Self::with_key)), so starting a range read allocates nothing.
+    pub(crate) fn with_bounds<K, R, T>(
+        &self,
+        range: &R,
+        f: impl FnOnce(Bound<&[u8]>, Bound<&[u8]>) -> Result<T>,
+    ) -> Result<T>
+    where
+        KF: KeyFormat<K>,
+        R: RangeBounds<K>,
+    {
+        let mut buf = KEY_BUFFER.take();
+        buf.clear();
+        let result = self.encode_bound(range.start_bound(), &mut buf).and_then(|lower| {
+            // The upper bound starts at a multiple of 16, as `KeyFormat::to_bytes` expects.
+            buf.resize(buf.len().next_multiple_of(16), 0);
+            let upper = self.encode_bound(range.end_bound(), &mut buf)?;
+            let slice = |bound: Bound<std::ops::Range<usize>>| bound.map(|r| buf.get(r).unwrap_or_default());
+            f(slice(lower), slice(upper))
+        });
+        KEY_BUFFER.set(buf);
+        result
+    }
+
+    /// Appends the encoding of `bound`'s key to `out`; where it went.
+    fn encode_bound<K>(&self, bound: Bound<&K>, out: &mut Vec<u8>) -> Result<Bound<std::ops::Range<usize>>>
     where
         KF: KeyFormat<K>,
     {
-        let encode = |bound: Bound<&K>| -> Result<Bound<Vec<u8>>> {
-            let mut out = Vec::new();
-            Ok(match bound {
-                Bound::Included(k) => {
-                    self.encode_key(k, &mut out)?;
-                    Bound::Included(out)
-                }
-                Bound::Excluded(k) => {
-                    self.encode_key(k, &mut out)?;
-                    Bound::Excluded(out)
-                }
-                Bound::Unbounded => Bound::Unbounded,
-            })
-        };
-        Ok((encode(range.start_bound())?, encode(range.end_bound())?))
+        let start = out.len();
+        Ok(match bound {
+            Bound::Included(k) => {
+                self.encode_key(k, out)?;
+                Bound::Included(start..out.len())
+            }
+            Bound::Excluded(k) => {
+                self.encode_key(k, out)?;
+                Bound::Excluded(start..out.len())
+            }
+            Bound::Unbounded => Bound::Unbounded,
+        })
     }
 }
 
