@@ -67,7 +67,7 @@ impl<'s> ReadTxn<'s> {
         check_storage(self.storage, table)?;
         let inner = table.inner();
         inner.with_key(key, |k| match self.snapshot.get(&inner.handle, k)? {
-            Some(bytes) => inner.guard(bytes, k).map(Some),
+            Some(bytes) => inner.guard(bytes.into(), k).map(Some),
             None => Ok(None),
         })
     }
@@ -128,7 +128,7 @@ impl<'s> ReadTxn<'s> {
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
     ) -> Result<Entries<'t, K, V, KF, VF>> {
-        let raw = self.snapshot.range(&table.handle, lower, upper)?;
+        let raw = self.snapshot.entries(&table.handle, lower, upper)?;
         Ok(Entries::new(raw, table))
     }
 }

@@ -50,8 +50,6 @@ pub(crate) enum RawBytes<'a> {
     Owned(Vec<u8>),
     /// Bytes copied into a 16-byte-aligned buffer for a format that needs alignment.
     Aligned(rkyv::util::AlignedVec<16>),
-    /// Nothing: the format decoded the value and let go of the bytes.
-    Released(std::marker::PhantomData<&'a ()>),
 }
 
 impl Deref for RawBytes<'_> {
@@ -73,7 +71,6 @@ impl Deref for RawBytes<'_> {
             RawBytes::RocksPinned(slice) => slice,
             RawBytes::Owned(vec) => vec,
             RawBytes::Aligned(vec) => vec,
-            RawBytes::Released(_) => &[],
         }
     }
 }
@@ -109,6 +106,92 @@ impl TableHandle {
 
 /// The entries of a range read: raw key and value, in key order.
 pub(crate) type RawIter<'a> = Box<dyn Iterator<Item = Result<(RawBytes<'a>, RawBytes<'a>)>> + 'a>;
+
+/// A value's bytes as the typed layer keeps them in a [`Guard`](crate::Guard): lent by a
+/// snapshot, or in an engine's holder.
+///
+/// Bytes lent by a snapshot are kept apart from the engines' holders: reading them is one
+/// branch and dropping them does nothing, where [`RawBytes`] is matched against every
+/// engine's holder on each deref and on drop.
+pub(crate) enum ValueBytes<'a> {
+    /// Bytes borrowed from a snapshot (or none, once a decoding format let go of them).
+    Borrowed(&'a [u8]),
+    /// An engine's holder of the bytes.
+    Held(RawBytes<'a>),
+}
+
+impl<'a> From<RawBytes<'a>> for ValueBytes<'a> {
+    #[inline]
+    fn from(raw: RawBytes<'a>) -> Self {
+        match raw {
+            RawBytes::Borrowed(bytes) => ValueBytes::Borrowed(bytes),
+            raw => ValueBytes::Held(raw),
+        }
+    }
+}
+
+impl Deref for ValueBytes<'_> {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            ValueBytes::Borrowed(bytes) => bytes,
+            ValueBytes::Held(raw) => raw,
+        }
+    }
+}
+
+/// The entries of a range read as the typed layer iterates them: the native engine's own
+/// iterators, unboxed and lending plain slices, or any engine's [`RawIter`].
+///
+/// A native snapshot's scan thus costs no virtual call, no `Result` and no pair of
+/// [`RawBytes`] per entry.
+pub(crate) enum RawRange<'a> {
+    /// Keys and values borrowed from a native snapshot.
+    #[cfg(feature = "native")]
+    NativeSnapshot(crate::engine::Range<'a>),
+    /// A native range that holds its own snapshot (a read outside a snapshot). Boxed: it is
+    /// large, and a boxed iterator is what such reads cost on every engine anyway.
+    #[cfg(feature = "native")]
+    Native(Box<crate::engine::OwnedRange>),
+    /// Any engine's iterator.
+    Boxed(RawIter<'a>),
+}
+
+impl<'a> RawRange<'a> {
+    /// Calls `f` on the next entry's key and value; `None` at the end.
+    #[inline]
+    pub(crate) fn next_with<T>(
+        &mut self,
+        f: impl FnOnce(&[u8], ValueBytes<'a>) -> Result<T>,
+    ) -> Option<Result<T>> {
+        // The key's holder, for iterators that do not lend keys for `'a` (one call of `f`
+        // below, so that it is inlined once).
+        let holder: RawBytes<'a>;
+        let (key, value) = match self {
+            #[cfg(feature = "native")]
+            RawRange::NativeSnapshot(range) => {
+                let (key, value) = range.next()?;
+                (key, ValueBytes::Borrowed(value))
+            }
+            #[cfg(feature = "native")]
+            RawRange::Native(range) => {
+                let (key, value) = range.next()?;
+                holder = RawBytes::NativeKey(key);
+                (&*holder, ValueBytes::Held(RawBytes::Native(value)))
+            }
+            RawRange::Boxed(iter) => match iter.next()? {
+                Ok((key, value)) => {
+                    holder = key;
+                    (&*holder, ValueBytes::from(value))
+                }
+                Err(e) => return Some(Err(e)),
+            },
+        };
+        Some(f(key, value))
+    }
+}
 
 /// Untyped writes to apply atomically, across tables. Keys and values live in one buffer so
 /// a large batch costs a few allocations, not two per entry.
@@ -267,6 +350,15 @@ pub(crate) trait Engine: Send + Sync {
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
     ) -> Result<RawIter<'a>>;
+    /// [`range`](Self::range) as the typed layer iterates it; by default, the boxed `range`.
+    fn entries<'a>(
+        &'a self,
+        table: &TableHandle,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Result<RawRange<'a>> {
+        self.range(table, lower, upper).map(RawRange::Boxed)
+    }
     /// Number of entries in the table.
     fn len(&self, table: &TableHandle) -> Result<u64>;
     /// A consistent view of every table.
@@ -354,6 +446,15 @@ pub(crate) trait EngineSnapshot {
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
     ) -> Result<RawIter<'s>>;
+    /// [`range`](Self::range) as the typed layer iterates it; by default, the boxed `range`.
+    fn entries<'s>(
+        &'s self,
+        table: &TableHandle,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Result<RawRange<'s>> {
+        self.range(table, lower, upper).map(RawRange::Boxed)
+    }
     /// Number of entries.
     fn len(&self, table: &TableHandle) -> Result<u64>;
 }

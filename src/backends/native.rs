@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::{
     missing_slot, CompactionReport, Engine, EngineFigures, EngineOptions, EngineSnapshot, RawBatch, RawBytes,
-    RawIter, TableFigures, TableHandle,
+    RawIter, RawRange, TableFigures, TableHandle,
 };
 use crate::config::{DatabaseBackend, Durability};
 use crate::engine::{self, Db, Op, SyncMode, ValueAlign};
@@ -153,6 +153,18 @@ impl Engine for NativeEngine {
         Ok(Box::new(entries.map(|(key, value)| Ok((RawBytes::NativeKey(key), RawBytes::Native(value))))))
     }
 
+    /// The engine's own range iterator, without a boxed iterator's call per entry.
+    fn entries<'a>(
+        &'a self,
+        table: &TableHandle,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Result<RawRange<'a>> {
+        let t = handle(table)?;
+        let Some(table) = self.current(t) else { return Ok(RawRange::Boxed(Box::new(std::iter::empty()))) };
+        Ok(RawRange::Native(Box::new(self.db.snapshot().into_range(&table, (lower, upper)))))
+    }
+
     fn len(&self, table: &TableHandle) -> Result<u64> {
         let t = handle(table)?;
         Ok(self.current(t).map_or(0, |table| self.db.snapshot().len(&table) as u64))
@@ -278,6 +290,17 @@ impl NativeSnapshot {
         }
         Ok(self.snapshot.find_table(&t.name))
     }
+
+    /// The id of the table of `handle` in this snapshot, by cached id or else by name.
+    #[inline]
+    fn table_id(&self, table: &TableHandle) -> Result<Option<u32>> {
+        let t = handle(table)?;
+        let id = t.id.load(Ordering::Relaxed);
+        if self.snapshot.has_table_id(id) {
+            return Ok(Some(id));
+        }
+        Ok(self.snapshot.find_table(&t.name).map(|t| t.id()))
+    }
 }
 
 impl EngineSnapshot for NativeSnapshot {
@@ -301,15 +324,23 @@ impl EngineSnapshot for NativeSnapshot {
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
     ) -> Result<RawIter<'s>> {
-        let id = handle(table)?.id.load(Ordering::Relaxed);
-        let id = if self.snapshot.has_table_id(id) {
-            id
-        } else {
-            let Some(t) = self.table(table)? else { return Ok(Box::new(std::iter::empty())) };
-            t.id()
-        };
+        let Some(id) = self.table_id(table)? else { return Ok(Box::new(std::iter::empty())) };
         let entries = self.snapshot.range_by_id(id, lower, upper);
         Ok(Box::new(entries.map(|(key, value)| Ok((RawBytes::Borrowed(key), RawBytes::Borrowed(value))))))
+    }
+
+    /// The engine's range iterator itself: no box, and keys and values lent as slices.
+    #[inline]
+    fn entries<'s>(
+        &'s self,
+        table: &TableHandle,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Result<RawRange<'s>> {
+        let Some(id) = self.table_id(table)? else {
+            return Ok(RawRange::Boxed(Box::new(std::iter::empty())));
+        };
+        Ok(RawRange::NativeSnapshot(self.snapshot.range_by_id(id, lower, upper)))
     }
 
     fn len(&self, table: &TableHandle) -> Result<u64> {

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::backends::RawBytes;
+use crate::backends::{RawBytes, ValueBytes};
 use crate::formats::{FormatError, ValueFormat};
 
 /// A value read from a table, dereferencing to the format's view: `Archived<V>` for
@@ -16,7 +16,7 @@ use crate::formats::{FormatError, ValueFormat};
 /// slice), and borrows from the table or snapshot it came from (`'a`), so it can outlive
 /// neither. Validation happened once, when the guard was made; derefs are free.
 pub struct Guard<'a, V, F: ValueFormat<V>> {
-    bytes: RawBytes<'a>,
+    bytes: ValueBytes<'a>,
     checked: F::Checked,
     _value: PhantomData<fn() -> V>,
 }
@@ -24,7 +24,8 @@ pub struct Guard<'a, V, F: ValueFormat<V>> {
 impl<'a, V, F: ValueFormat<V>> Guard<'a, V, F> {
     /// Validates `bytes` for `format`, first copying them into an aligned buffer if the
     /// format needs an alignment they lack (counted in `copies`).
-    pub(crate) fn new(bytes: RawBytes<'a>, format: &F, copies: &AtomicU64) -> Result<Self, FormatError> {
+    #[inline]
+    pub(crate) fn new(bytes: ValueBytes<'a>, format: &F, copies: &AtomicU64) -> Result<Self, FormatError> {
         let bytes = if F::ALIGN > 1 && !is_stably_aligned(&bytes, F::ALIGN) {
             if F::ALIGN > 16 {
                 return Err(FormatError::new(F::ID, "typed-kv aligns values to at most 16 bytes"));
@@ -32,16 +33,17 @@ impl<'a, V, F: ValueFormat<V>> Guard<'a, V, F> {
             copies.fetch_add(1, Ordering::Relaxed);
             let mut copy = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
             copy.extend_from_slice(&bytes);
-            RawBytes::Aligned(copy)
+            ValueBytes::Held(RawBytes::Aligned(copy))
         } else {
             bytes
         };
         let checked = format.check(&bytes)?;
-        let bytes = if F::BORROWS_BYTES { bytes } else { RawBytes::Released(PhantomData) };
+        let bytes = if F::BORROWS_BYTES { bytes } else { ValueBytes::Borrowed(&[]) };
         Ok(Self { bytes, checked, _value: PhantomData })
     }
 
     /// The stored bytes the view reads (empty for formats that decode into an owned value).
+    #[inline]
     pub fn raw_bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -49,10 +51,10 @@ impl<'a, V, F: ValueFormat<V>> Guard<'a, V, F> {
 
 /// Whether `bytes` are aligned to `align` and stay so when the guard moves: bytes stored
 /// inside the holder itself (a small sled `IVec`) move with it, so they never count.
-fn is_stably_aligned(bytes: &RawBytes<'_>, align: usize) -> bool {
+fn is_stably_aligned(bytes: &ValueBytes<'_>, align: usize) -> bool {
     let data = bytes.as_ptr() as usize;
-    let holder = bytes as *const RawBytes<'_> as usize;
-    let inline = data >= holder && data < holder + std::mem::size_of::<RawBytes<'_>>();
+    let holder = bytes as *const ValueBytes<'_> as usize;
+    let inline = data >= holder && data < holder + std::mem::size_of::<ValueBytes<'_>>();
     !inline && data.is_multiple_of(align)
 }
 

@@ -3,7 +3,7 @@
 use std::marker::PhantomData;
 
 use super::{Guard, TableInner};
-use crate::backends::RawIter;
+use crate::backends::RawRange;
 use crate::error::Result;
 use crate::formats::{KeyFormat, ValueFormat};
 
@@ -13,13 +13,13 @@ use crate::formats::{KeyFormat, ValueFormat};
 ///
 /// An entry that cannot be decoded is an `Err` item; iteration may go on past it.
 pub struct Entries<'a, K, V, KF, VF> {
-    raw: RawIter<'a>,
+    raw: RawRange<'a>,
     table: &'a TableInner<KF, VF>,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
 impl<'a, K, V, KF, VF> Entries<'a, K, V, KF, VF> {
-    pub(crate) fn new(raw: RawIter<'a>, table: &'a TableInner<KF, VF>) -> Self {
+    pub(crate) fn new(raw: RawRange<'a>, table: &'a TableInner<KF, VF>) -> Self {
         Self { raw, table, _types: PhantomData }
     }
 }
@@ -27,12 +27,13 @@ impl<'a, K, V, KF, VF> Entries<'a, K, V, KF, VF> {
 impl<'a, K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Iterator for Entries<'a, K, V, KF, VF> {
     type Item = Result<(K, Guard<'a, V, VF>)>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let entry = self.raw.next()?;
-        Some(entry.and_then(|(key, value)| {
-            let decoded = self.table.decode_key(&key)?;
-            let guard = self.table.guard(value, &key)?;
+        let table = self.table;
+        self.raw.next_with(|key, value| {
+            let decoded = table.decode_key(key)?;
+            let guard = table.guard(value, key)?;
             Ok((decoded, guard))
-        }))
+        })
     }
 }

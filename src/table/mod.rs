@@ -258,7 +258,7 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
     pub fn get(&self, key: &K) -> Result<Option<Guard<'_, V, VF>>> {
         let engine = &self.inner.storage.inner.engine;
         self.with_key(key, |k| match engine.get(&self.inner.handle, k)? {
-            Some(bytes) => self.inner.guard(bytes, k).map(Some),
+            Some(bytes) => self.inner.guard(bytes.into(), k).map(Some),
             None => Ok(None),
         })
     }
@@ -316,8 +316,11 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
     /// key formats). The iterator sees one consistent state on redb and RocksDB; on sled it
     /// may see writes made while it runs.
     pub fn iter(&self) -> Result<Entries<'_, K, V, KF, VF>> {
-        let raw =
-            self.inner.storage.inner.engine.range(&self.inner.handle, Bound::Unbounded, Bound::Unbounded)?;
+        let raw = self.inner.storage.inner.engine.entries(
+            &self.inner.handle,
+            Bound::Unbounded,
+            Bound::Unbounded,
+        )?;
         Ok(Entries::new(raw, &self.inner))
     }
 
@@ -328,8 +331,9 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
         KF: OrderPreserving<K>,
     {
         let engine = &self.inner.storage.inner.engine;
-        let raw =
-            self.inner.with_bounds(&range, |lower, upper| engine.range(&self.inner.handle, lower, upper))?;
+        let raw = self
+            .inner
+            .with_bounds(&range, |lower, upper| engine.entries(&self.inner.handle, lower, upper))?;
         Ok(Entries::new(raw, &self.inner))
     }
 
@@ -436,9 +440,10 @@ impl<KF, VF> TableInner<KF, VF> {
     }
 
     /// Makes a guard of `bytes`, stored under the raw `key`.
+    #[inline]
     pub(crate) fn guard<'a, V>(
         &self,
-        bytes: crate::backends::RawBytes<'a>,
+        bytes: crate::backends::ValueBytes<'a>,
         key: &[u8],
     ) -> Result<Guard<'a, V, VF>>
     where
