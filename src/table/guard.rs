@@ -26,6 +26,20 @@ impl<'a, V, F: ValueFormat<V>> Guard<'a, V, F> {
     /// format needs an alignment they lack (counted in `copies`).
     #[inline]
     pub(crate) fn new(bytes: ValueBytes<'a>, format: &F, copies: &AtomicU64) -> Result<Self, FormatError> {
+        match bytes {
+            // Bytes lent by a snapshot, aligned as the format needs (always, for values the
+            // native engine stored aligned): checked where they lie, and only the slice moves.
+            ValueBytes::Borrowed(slice) if (slice.as_ptr() as usize).is_multiple_of(F::ALIGN) => {
+                let checked = format.check(slice)?;
+                let slice = if F::BORROWS_BYTES { slice } else { &[] };
+                Ok(Self { bytes: ValueBytes::Borrowed(slice), checked, _value: PhantomData })
+            }
+            bytes => Self::held(bytes, format, copies),
+        }
+    }
+
+    /// [`new`](Self::new) for an engine's holder, or for bytes that need an aligned copy.
+    fn held(bytes: ValueBytes<'a>, format: &F, copies: &AtomicU64) -> Result<Self, FormatError> {
         let bytes = if F::ALIGN > 1 && !is_stably_aligned(&bytes, F::ALIGN) {
             if F::ALIGN > 16 {
                 return Err(FormatError::new(F::ID, "typed-kv aligns values to at most 16 bytes"));
@@ -51,11 +65,18 @@ impl<'a, V, F: ValueFormat<V>> Guard<'a, V, F> {
 
 /// Whether `bytes` are aligned to `align` and stay so when the guard moves: bytes stored
 /// inside the holder itself (a small sled `IVec`) move with it, so they never count.
+#[inline]
 fn is_stably_aligned(bytes: &ValueBytes<'_>, align: usize) -> bool {
     let data = bytes.as_ptr() as usize;
-    let holder = bytes as *const ValueBytes<'_> as usize;
-    let inline = data >= holder && data < holder + std::mem::size_of::<ValueBytes<'_>>();
-    !inline && data.is_multiple_of(align)
+    match bytes {
+        // Lent by a snapshot: the bytes are elsewhere, the guard only points at them.
+        ValueBytes::Borrowed(_) => data.is_multiple_of(align),
+        ValueBytes::Held(raw) => {
+            let holder = raw as *const RawBytes<'_> as usize;
+            let inline = data >= holder && data < holder + std::mem::size_of::<RawBytes<'_>>();
+            !inline && data.is_multiple_of(align)
+        }
+    }
 }
 
 impl<V, F: ValueFormat<V>> Deref for Guard<'_, V, F> {
