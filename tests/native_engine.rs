@@ -1415,8 +1415,9 @@ fn snapshots_stay_exact_while_the_index_merges_in_the_background() {
     let db = Db::open(dir.path(), opts).unwrap();
     let t = db.table("t").unwrap();
     let key = |i: u32| (i.wrapping_mul(2_654_435_761)).to_be_bytes();
-    let mut model: BTreeMap<[u8; 4], Vec<u8>> = BTreeMap::new();
-    let mut snapshots: Vec<(Snapshot, BTreeMap<[u8; 4], Vec<u8>>)> = Vec::new();
+    type Model = BTreeMap<[u8; 4], Vec<u8>>;
+    let mut model = Model::new();
+    let mut snapshots: Vec<(Snapshot, Model)> = Vec::new();
     // 40 batches of 500 changes over 6,000 keys: puts, overwrites and deletes, enough to
     // make several background merges due (at 4,096 recent entries).
     for round in 0..40u32 {
@@ -1453,7 +1454,7 @@ fn snapshots_stay_exact_while_the_index_merges_in_the_background() {
     drop(db);
     let db = Db::open(dir.path(), Options::default()).unwrap();
     let t = db.table("t").unwrap();
-    let seen: BTreeMap<[u8; 4], Vec<u8>> =
+    let seen: Model =
         db.snapshot().range(&t, ..).map(|(k, v)| (k.try_into().expect("4-byte keys"), v.to_vec())).collect();
     assert!(seen == model, "after reopen: {} keys, expected {}", seen.len(), model.len());
 }
