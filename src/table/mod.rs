@@ -524,8 +524,6 @@ impl<KF, VF> TableInner<KF, VF> {
         let mut buf = KEY_BUFFER.take();
         buf.clear();
         let result = self.encode_bound(range.start_bound(), &mut buf).and_then(|lower| {
-            // The upper bound starts at a multiple of 16, as `KeyFormat::to_bytes` expects.
-            buf.resize(buf.len().next_multiple_of(16), 0);
             let upper = self.encode_bound(range.end_bound(), &mut buf)?;
             let slice = |bound: Bound<std::ops::Range<usize>>| bound.map(|r| buf.get(r).unwrap_or_default());
             f(slice(lower), slice(upper))
@@ -534,11 +532,15 @@ impl<KF, VF> TableInner<KF, VF> {
         result
     }
 
-    /// Appends the encoding of `bound`'s key to `out`; where it went.
+    /// Appends the encoding of `bound`'s key to `out`, at a multiple of 16 bytes as
+    /// `KeyFormat::to_bytes` expects; where it went.
     fn encode_bound<K>(&self, bound: Bound<&K>, out: &mut Vec<u8>) -> Result<Bound<std::ops::Range<usize>>>
     where
         KF: KeyFormat<K>,
     {
+        if !matches!(bound, Bound::Unbounded) {
+            out.resize(out.len().next_multiple_of(16), 0);
+        }
         let start = out.len();
         Ok(match bound {
             Bound::Included(k) => {
