@@ -153,7 +153,7 @@ impl Engine for NativeEngine {
         Ok(Box::new(entries.map(|(key, value)| Ok((RawBytes::NativeKey(key), RawBytes::Native(value))))))
     }
 
-    /// The engine's own range iterator, without a boxed iterator's call per entry.
+    /// The engine's own range iterator: no virtual call and no pair of `RawBytes` per entry.
     fn entries<'a>(
         &'a self,
         table: &TableHandle,

@@ -1,0 +1,204 @@
+//! Range reads on native, typed against raw, interleaved in one process: the range-reads phase
+//! of `benches/compare.rs` (scans of 10 entries from random keys, through one snapshot),
+//! without the minutes between systems that make that benchmark's ratios swing on a shared
+//! machine. See "Typed range reads on native" in `docs/benchmarks.md`.
+//!
+//! ```sh
+//! cargo bench --bench range_reads                          # N = 1,000,000, 500,000 scans
+//! RANGE_N=100000 RANGE_SCANS=10000 RANGE_ONLY=bytes \
+//!     valgrind --tool=callgrind --toggle-collect='*bytes_scans*' target/release/deps/range_reads-*
+//! ```
+//!
+//! Environment: `RANGE_N` keys (default 1,000,000), `RANGE_SCANS` scans per round (default
+//! N/2), `RANGE_ROUNDS` rounds, the median is reported (default 5), `RANGE_ONLY` one of
+//! `bytes`, `rkyv`, `raw` to load and scan that system alone (for callgrind), `RANGE_DIR`
+//! where the stores go (default a temporary directory under `bench-results/`).
+
+use std::ops::Bound;
+use std::path::Path;
+use std::time::Instant;
+
+use typed_kv::engine::{Db, Op, Options, Table as RawTable, ValueAlign};
+use typed_kv::{BytesFormat, RkyvFormat, StorageBuilder, Table};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const KEY_LEN: usize = 24;
+const VALUE_LEN: usize = 150;
+const SCAN_LEN: usize = 10;
+
+/// The value of the rkyv table: the same 150 bytes, archived as they are.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct Value {
+    bytes: [u8; VALUE_LEN],
+}
+
+type BytesTable = Table<Vec<u8>, Vec<u8>, BytesFormat, BytesFormat>;
+type RkyvTable = Table<Vec<u8>, Value, BytesFormat, RkyvFormat>;
+
+#[inline(never)]
+fn typed_bytes_scans(table: &BytesTable, keys: &[Vec<u8>], starts: &[u32]) -> Res<u64> {
+    let snapshot = table.snapshot()?;
+    let mut sum = 0;
+    for &i in starts {
+        let range = (Bound::Included(&keys[i as usize]), Bound::Unbounded);
+        for entry in snapshot.range(range)?.take(SCAN_LEN) {
+            let (_key, guard) = entry?;
+            sum += check(&guard)?;
+        }
+    }
+    Ok(sum)
+}
+
+#[inline(never)]
+fn typed_rkyv_scans(table: &RkyvTable, keys: &[Vec<u8>], starts: &[u32]) -> Res<u64> {
+    let snapshot = table.snapshot()?;
+    let mut sum = 0;
+    for &i in starts {
+        let range = (Bound::Included(&keys[i as usize]), Bound::Unbounded);
+        for entry in snapshot.range(range)?.take(SCAN_LEN) {
+            let (_key, guard) = entry?;
+            check(guard.raw_bytes())?;
+            sum += u64::from(guard.bytes[0]);
+        }
+    }
+    Ok(sum)
+}
+
+#[inline(never)]
+fn raw_scans(db: &Db, table: &RawTable, keys: &[Vec<u8>], starts: &[u32]) -> Res<u64> {
+    let snapshot = db.snapshot();
+    let mut sum = 0;
+    for &i in starts {
+        for (_key, value) in snapshot.range(table, keys[i as usize].as_slice()..).take(SCAN_LEN) {
+            sum += check(value)?;
+        }
+    }
+    Ok(sum)
+}
+
+fn check(value: &[u8]) -> Res<u64> {
+    match value.first() {
+        Some(&first) if value.len() == VALUE_LEN => Ok(u64::from(first)),
+        _ => Err(format!("read a value of {} bytes, expected {VALUE_LEN}", value.len()).into()),
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> Res<usize> {
+    match std::env::var(name) {
+        Ok(v) => Ok(v.parse().map_err(|e| format!("{name}={v}: {e}"))?),
+        Err(_) => Ok(default),
+    }
+}
+
+fn open_bytes(dir: &Path, keys: &[Vec<u8>], values: &[Vec<u8>]) -> Res<BytesTable> {
+    let storage = StorageBuilder::new(dir.join("typed-bytes")).build()?;
+    let table = storage
+        .new_table::<Vec<u8>, Vec<u8>>("x")
+        .with_key_format(BytesFormat::new())
+        .with_value_format(BytesFormat::new())
+        .build()?;
+    table.put_all(keys.iter().zip(values))?;
+    Ok(table)
+}
+
+fn open_rkyv(dir: &Path, keys: &[Vec<u8>], values: &[Vec<u8>]) -> Res<RkyvTable> {
+    let storage = StorageBuilder::new(dir.join("typed-rkyv")).build()?;
+    let table = storage
+        .new_table::<Vec<u8>, Value>("x")
+        .with_key_format(BytesFormat::new())
+        .with_value_format(RkyvFormat::new())
+        .build()?;
+    let values = values.iter().map(|v| {
+        let mut bytes = [0; VALUE_LEN];
+        bytes.copy_from_slice(v);
+        Value { bytes }
+    });
+    table.put_all(keys.iter().zip(values))?;
+    Ok(table)
+}
+
+fn open_raw(dir: &Path, keys: &[Vec<u8>], values: &[Vec<u8>]) -> Res<(Db, RawTable)> {
+    let db = Db::open(dir.join("raw"), Options::default())?;
+    let table = db.table("x")?;
+    let ops: Vec<Op<'_>> = keys
+        .iter()
+        .zip(values)
+        .map(|(key, value)| Op::Put { table: &table, key, value, align: ValueAlign::Packed })
+        .collect();
+    db.write(&ops)?;
+    Ok((db, table))
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn main() -> Res<()> {
+    let n = env_usize("RANGE_N", 1_000_000)?.max(1);
+    let scans = env_usize("RANGE_SCANS", n / 2)?;
+    let rounds = env_usize("RANGE_ROUNDS", 5)?.max(1);
+    let only = std::env::var("RANGE_ONLY").ok();
+    let work = match std::env::var_os("RANGE_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results"),
+    };
+    std::fs::create_dir_all(&work)?;
+    let dir = tempfile::Builder::new().prefix("range-reads").tempdir_in(&work)?;
+
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut keys = Vec::with_capacity(n);
+    let mut values = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut key = vec![0; KEY_LEN];
+        rng.fill(&mut key);
+        let mut value = vec![0; VALUE_LEN];
+        rng.fill(&mut value);
+        keys.push(key);
+        values.push(value);
+    }
+    let starts: Vec<u32> = (0..scans).map(|_| rng.u32(0..n as u32)).collect();
+
+    if let Some(only) = only {
+        let sum = match only.as_str() {
+            "bytes" => typed_bytes_scans(&open_bytes(dir.path(), &keys, &values)?, &keys, &starts)?,
+            "rkyv" => typed_rkyv_scans(&open_rkyv(dir.path(), &keys, &values)?, &keys, &starts)?,
+            "raw" => {
+                let (db, table) = open_raw(dir.path(), &keys, &values)?;
+                raw_scans(&db, &table, &keys, &starts)?
+            }
+            other => return Err(format!("RANGE_ONLY={other}: expected bytes, rkyv or raw").into()),
+        };
+        println!("{only}: {scans} scans of {SCAN_LEN}, checksum {sum}");
+        return Ok(());
+    }
+
+    let bytes = open_bytes(dir.path(), &keys, &values)?;
+    let rkyv = open_rkyv(dir.path(), &keys, &values)?;
+    let (db, raw) = open_raw(dir.path(), &keys, &values)?;
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        let mut sums = [0; 3];
+        let started = Instant::now();
+        sums[0] = typed_bytes_scans(&bytes, &keys, &starts)?;
+        times[0].push(started.elapsed().as_secs_f64() * 1e3);
+        let started = Instant::now();
+        sums[1] = typed_rkyv_scans(&rkyv, &keys, &starts)?;
+        times[1].push(started.elapsed().as_secs_f64() * 1e3);
+        let started = Instant::now();
+        sums[2] = raw_scans(&db, &raw, &keys, &starts)?;
+        times[2].push(started.elapsed().as_secs_f64() * 1e3);
+        if sums[0] != sums[2] || sums[1] != sums[2] {
+            return Err(format!("checksums differ: {sums:?}").into());
+        }
+    }
+    let [b, r, w] = times.map(median);
+    println!(
+        "{scans} scans of {SCAN_LEN} over {n} keys, median of {rounds}: typed bytes {b:.0} ms, \
+         typed rkyv {r:.0} ms, raw engine {w:.0} ms; bytes/raw {:.2}, rkyv/raw {:.2}",
+        b / w,
+        r / w
+    );
+    Ok(())
+}
