@@ -11,8 +11,9 @@
 //!
 //! Environment: `RANGE_N` keys (default 1,000,000), `RANGE_SCANS` scans per round (default
 //! N/2), `RANGE_ROUNDS` rounds, the median is reported (default 5), `RANGE_ONLY` one of
-//! `bytes`, `rkyv`, `raw` to load and scan that system alone (for callgrind), `RANGE_DIR`
-//! where the stores go (default a temporary directory under `bench-results/`).
+//! `bytes`, `rkyv`, `bytes-values`, `rkyv-values`, `raw` to load and scan that system alone
+//! (for callgrind), `RANGE_DIR` where the stores go (default a temporary directory under
+//! `bench-results/`).
 
 use std::ops::Bound;
 use std::path::Path;
@@ -45,6 +46,34 @@ fn typed_bytes_scans(table: &BytesTable, keys: &[Vec<u8>], starts: &[u32]) -> Re
         for entry in snapshot.range(range)?.take(SCAN_LEN) {
             let (_key, guard) = entry?;
             sum += check(&guard)?;
+        }
+    }
+    Ok(sum)
+}
+
+#[inline(never)]
+fn typed_bytes_value_scans(table: &BytesTable, keys: &[Vec<u8>], starts: &[u32]) -> Res<u64> {
+    let snapshot = table.snapshot()?;
+    let mut sum = 0;
+    for &i in starts {
+        let range = (Bound::Included(&keys[i as usize]), Bound::Unbounded);
+        for guard in snapshot.range(range)?.values().take(SCAN_LEN) {
+            sum += check(&guard?)?;
+        }
+    }
+    Ok(sum)
+}
+
+#[inline(never)]
+fn typed_rkyv_value_scans(table: &RkyvTable, keys: &[Vec<u8>], starts: &[u32]) -> Res<u64> {
+    let snapshot = table.snapshot()?;
+    let mut sum = 0;
+    for &i in starts {
+        let range = (Bound::Included(&keys[i as usize]), Bound::Unbounded);
+        for guard in snapshot.range(range)?.values().take(SCAN_LEN) {
+            let guard = guard?;
+            check(guard.raw_bytes())?;
+            sum += u64::from(guard.bytes[0]);
         }
     }
     Ok(sum)
@@ -164,11 +193,20 @@ fn main() -> Res<()> {
         let sum = match only.as_str() {
             "bytes" => typed_bytes_scans(&open_bytes(dir.path(), &keys, &values)?, &keys, &starts)?,
             "rkyv" => typed_rkyv_scans(&open_rkyv(dir.path(), &keys, &values)?, &keys, &starts)?,
+            "bytes-values" => {
+                typed_bytes_value_scans(&open_bytes(dir.path(), &keys, &values)?, &keys, &starts)?
+            }
+            "rkyv-values" => typed_rkyv_value_scans(&open_rkyv(dir.path(), &keys, &values)?, &keys, &starts)?,
             "raw" => {
                 let (db, table) = open_raw(dir.path(), &keys, &values)?;
                 raw_scans(&db, &table, &keys, &starts)?
             }
-            other => return Err(format!("RANGE_ONLY={other}: expected bytes, rkyv or raw").into()),
+            other => {
+                return Err(format!(
+                    "RANGE_ONLY={other}: expected bytes, rkyv, bytes-values, rkyv-values or raw"
+                )
+                .into())
+            }
         };
         println!("{only}: {scans} scans of {SCAN_LEN}, checksum {sum}");
         return Ok(());
@@ -177,28 +215,31 @@ fn main() -> Res<()> {
     let bytes = open_bytes(dir.path(), &keys, &values)?;
     let rkyv = open_rkyv(dir.path(), &keys, &values)?;
     let (db, raw) = open_raw(dir.path(), &keys, &values)?;
-    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    type Scans<'a> = Box<dyn Fn() -> Res<u64> + 'a>;
+    let systems: [(&str, Scans<'_>); 5] = [
+        ("typed bytes", Box::new(|| typed_bytes_scans(&bytes, &keys, &starts))),
+        ("typed rkyv", Box::new(|| typed_rkyv_scans(&rkyv, &keys, &starts))),
+        ("typed bytes .values()", Box::new(|| typed_bytes_value_scans(&bytes, &keys, &starts))),
+        ("typed rkyv .values()", Box::new(|| typed_rkyv_value_scans(&rkyv, &keys, &starts))),
+        ("raw engine", Box::new(|| raw_scans(&db, &raw, &keys, &starts))),
+    ];
+    let mut times = vec![Vec::new(); systems.len()];
     for _ in 0..rounds {
-        let mut sums = [0; 3];
-        let started = Instant::now();
-        sums[0] = typed_bytes_scans(&bytes, &keys, &starts)?;
-        times[0].push(started.elapsed().as_secs_f64() * 1e3);
-        let started = Instant::now();
-        sums[1] = typed_rkyv_scans(&rkyv, &keys, &starts)?;
-        times[1].push(started.elapsed().as_secs_f64() * 1e3);
-        let started = Instant::now();
-        sums[2] = raw_scans(&db, &raw, &keys, &starts)?;
-        times[2].push(started.elapsed().as_secs_f64() * 1e3);
-        if sums[0] != sums[2] || sums[1] != sums[2] {
+        let mut sums = Vec::new();
+        for ((_, scans), times) in systems.iter().zip(&mut times) {
+            let started = Instant::now();
+            sums.push(scans()?);
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        if sums.iter().any(|&sum| sum != sums[0]) {
             return Err(format!("checksums differ: {sums:?}").into());
         }
     }
-    let [b, r, w] = times.map(median);
-    println!(
-        "{scans} scans of {SCAN_LEN} over {n} keys, median of {rounds}: typed bytes {b:.0} ms, \
-         typed rkyv {r:.0} ms, raw engine {w:.0} ms; bytes/raw {:.2}, rkyv/raw {:.2}",
-        b / w,
-        r / w
-    );
+    let medians: Vec<f64> = times.into_iter().map(median).collect();
+    let raw_ms = medians[systems.len() - 1];
+    println!("{scans} scans of {SCAN_LEN} over {n} keys, median of {rounds} rounds:");
+    for ((name, _), ms) in systems.iter().zip(&medians) {
+        println!("  {name:<22} {ms:>7.0} ms  {:.2} × raw", ms / raw_ms);
+    }
     Ok(())
 }

@@ -57,8 +57,8 @@
 //!   have `range`.
 //! - Not multi-process: one process opens a store at a time ([`StorageError::Locked`]).
 //! - Not for stores whose keys do not fit in memory on the native engine: it keeps every key
-//!   in an in-memory index (about 90–130 bytes per key); values stay on disk. Nobody but
-//!   typed-kv may write its files while they are mapped.
+//!   in an in-memory index (about 72 bytes per key of up to 30 bytes); values stay on disk.
+//!   Nobody but typed-kv may write its files while they are mapped.
 //! - Writes are batches, not read-write transactions: a [`WriteBatch`] does not read its
 //!   own writes.
 //!
@@ -118,8 +118,8 @@ pub use formats::{FormatError, KeyFormat, OrderPreserving, ValueFormat};
 pub use stats::{StorageStats, TableStats};
 pub use storage::Storage;
 pub use table::{
-    Entries, Guard, IngestOptions, IngestProgress, IngestReport, KeyValue, Table, TableBuilder,
-    TableSnapshot, TableStream, Unset, MAX_KEY_LEN, MAX_VALUE_LEN,
+    Entries, Guard, IngestOptions, IngestProgress, IngestReport, KeyValue, Keys, Table, TableBuilder,
+    TableSnapshot, TableStream, Unset, Values, MAX_KEY_LEN, MAX_VALUE_LEN,
 };
 pub use txn::{ReadTxn, WriteBatch};
 pub use untyped::{UntypedEntries, UntypedEntry, UntypedTable};

@@ -389,6 +389,17 @@ fn corrupt_stored_value(backend: DatabaseBackend) {
         "Decode",
         &excerpts,
     );
+    let bad: Vec<_> = t.iter().unwrap().values().filter_map(Result::err).collect();
+    assert_eq!(bad.len(), 1, "values(): the bad value is an error, the others read");
+    expect_error(
+        "stored value of the wrong layout: iter().values()",
+        backend,
+        Err::<(), _>(bad.into_iter().next().unwrap()),
+        "Decode",
+        &excerpts,
+    );
+    let keys: Vec<u64> = t.iter().unwrap().keys().collect::<Result<_, _>>().unwrap();
+    assert!(keys.contains(&2), "keys() neither validates nor decodes values: {keys:?}");
     assert_eq!(t.get(&1).unwrap().unwrap().id, 1, "good values still read");
 }
 
@@ -402,6 +413,15 @@ fn corrupt_stored_key(backend: DatabaseBackend) {
     assert_eq!(bad.len(), 1);
     expect_error(
         "stored key that is not an ordered u64 (3 bytes)",
+        backend,
+        Err::<(), _>(bad.into_iter().next().unwrap()),
+        "Decode",
+        &["key", "`records`", "key 0x010203", "ordered"],
+    );
+    let bad: Vec<_> = t.iter().unwrap().keys().filter_map(Result::err).collect();
+    assert_eq!(bad.len(), 1, "keys(): the bad key is an error, the others decode");
+    expect_error(
+        "stored key that is not an ordered u64: iter().keys()",
         backend,
         Err::<(), _>(bad.into_iter().next().unwrap()),
         "Decode",

@@ -133,6 +133,18 @@ fn iteration_and_ranges_follow_key_order(backend: DatabaseBackend) {
         let (k, g) = entry.unwrap();
         assert_eq!(g.id, k);
     }
+    // The halves of entries: values alone and keys alone, from the table and a snapshot.
+    let ids = |guards: typed_kv::Values<'_, u64, Record, OrderedFormat, RkyvFormat>| -> Vec<u64> {
+        guards.map(|g| g.unwrap().id.to_native()).collect()
+    };
+    assert_eq!(ids(t.range((Excluded(2), Included(300))).unwrap().values()), vec![255, 256, 300]);
+    assert_eq!(ids(t.iter().unwrap().values()), keys);
+    let snapshot = t.snapshot().unwrap();
+    assert_eq!(ids(snapshot.range(1000..).unwrap().values()), vec![1000, 65536]);
+    let snapshot_keys: Vec<u64> = snapshot.range(..=1).unwrap().keys().map(Result::unwrap).collect();
+    assert_eq!(snapshot_keys, vec![0, 1]);
+    let all_keys: Vec<u64> = t.iter().unwrap().keys().map(Result::unwrap).collect();
+    assert_eq!(all_keys, keys);
 }
 
 fn data_survives_reopen(backend: DatabaseBackend) {

@@ -605,6 +605,32 @@ fn b3_a_flipped_bit_in_the_table_directory_is_an_error() {
 }
 
 #[test]
+fn b6_a_segment_renamed_to_the_last_possible_id_is_an_error_not_an_overflow() {
+    let dir = scratch();
+    let db = Db::open(dir.path(), quiet(1 << 20)).expect("open");
+    db.table("t").expect("table");
+    commit(&db, &[put("t", "k", "v")]).expect("commit");
+    drop(db);
+    remove_hints(dir.path());
+    let [only] = segments(dir.path()).try_into().expect("one segment");
+    let mut bytes = std::fs::read(&only).expect("read");
+    let (_, first_seq) = typed_kv::engine::fuzzing::decode_segment_header(&bytes).expect("header");
+    let header = typed_kv::engine::fuzzing::encode_segment_header(u32::MAX, first_seq);
+    bytes[..header.len()].copy_from_slice(&header);
+    let last = segment_path(dir.path(), u32::MAX);
+    std::fs::write(&last, &bytes).expect("write");
+    std::fs::remove_file(&only).expect("remove");
+    match Db::open(dir.path(), quiet(1 << 20)) {
+        Err(Error::Corrupt { path, offset: 0, reason }) => {
+            assert_eq!(path, last);
+            assert!(reason.contains("largest possible"), "{reason}");
+        }
+        Err(e) => panic!("expected Corrupt naming {}, got {e}", last.display()),
+        Ok(_) => panic!("a segment with the last id was opened, and the next rotation would overflow"),
+    }
+}
+
+#[test]
 fn b4_a_damaged_header_of_the_newest_segment_is_corruption_unless_nothing_follows_it() {
     let store = Flipped::build();
     let src = store.dir.path();

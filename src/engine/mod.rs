@@ -30,7 +30,7 @@
 //!
 //! - Not multi-process: the directory is locked by one [`Db`]; a second gets
 //!   [`Error::Locked`].
-//! - Not bounded in memory by the data: every key is in memory (about 70 bytes per key of up
+//! - Not bounded in memory by the data: every key is in memory (about 72 bytes per key of up
 //!   to 30 bytes, more for longer keys; see [`Stats::index_bytes`]). Values stay on disk (in
 //!   the page cache).
 //! - Not safe against other programs writing its files: mapped files that change under the
@@ -250,9 +250,9 @@ pub struct Stats {
     pub live_bytes: u64,
     /// `log_bytes - live_bytes`: what compaction can reclaim.
     pub dead_bytes: u64,
-    /// Heap bytes of the index: 64 bytes per entry (a 32-byte key, inline up to 30 bytes,
-    /// and a location), keys over 30 bytes, fences and the filters of recent runs. Entries
-    /// superseded since the last merge count until it drops them.
+    /// Heap bytes of the index: 72 bytes per entry (a 32-byte key, inline up to 30 bytes, a
+    /// location, and the key's 8-byte prefix), keys over 30 bytes, fences and the filters of
+    /// recent runs. Entries superseded since the last merge count until it drops them.
     pub index_bytes: u64,
     /// `fdatasync` calls on segments.
     pub fsyncs: u64,

@@ -239,8 +239,13 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
     let (active, next_segment_id) = match newest.and_then(|id| opened.remove(&id)) {
         Some(o) => {
             let pos = o.segment.written();
-            let id = o.segment.id();
-            (Active { file: o.file, segment: o.segment, pos, file_len: pos }, id + 1)
+            // Only a file renamed by hand can have the last id: no segment could follow it.
+            let next = o.segment.id().checked_add(1).ok_or_else(|| Error::Corrupt {
+                path: o.segment.path().to_path_buf(),
+                offset: 0,
+                reason: "its segment id is the largest possible, so no segment can follow it".into(),
+            })?;
+            (Active { file: o.file, segment: o.segment, pos, file_len: pos }, next)
         }
         None => {
             let active = Writer::create_segment(&place, 1, max_seq + 1, 0)?;

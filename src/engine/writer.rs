@@ -187,9 +187,12 @@ impl Writer {
     pub(crate) fn rotate(&mut self, place: &Placement<'_>, min_capacity: u64) -> Result<()> {
         self.trim_and_sync()?;
         let id = self.next_segment_id;
+        let next = id.checked_add(1).ok_or_else(|| {
+            Error::io("creating a segment in", place.dir, std::io::Error::other("segment ids are exhausted"))
+        })?;
         let active =
             Self::create_segment(place, id, self.next_seq, min_capacity + SEGMENT_HEADER_LEN as u64)?;
-        self.next_segment_id += 1;
+        self.next_segment_id = next;
         self.working.segments.insert(id, Arc::clone(&active.segment));
         self.active = active;
         self.rotations += 1;

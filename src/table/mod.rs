@@ -18,7 +18,7 @@ mod iter;
 mod stream;
 
 pub use guard::Guard;
-pub use iter::Entries;
+pub use iter::{Entries, Keys, Values};
 pub use stream::{IngestOptions, IngestProgress, IngestReport, TableStream};
 
 /// Longest encoded key typed-kv accepts, on every backend.
