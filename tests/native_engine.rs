@@ -812,7 +812,7 @@ fn fault_batch(rng: &mut fastrand::Rng, tables: &[&'static str], big: bool) -> A
 }
 
 /// The fixed workload: tables created and dropped, batches with rotations, a single delete,
-/// a clear, two compactions, a checkpoint and a flush.
+/// a clear, two compactions, a batch written in several chunks, a checkpoint and a flush.
 fn fault_actions() -> Vec<Action> {
     let mut rng = fastrand::Rng::with_seed(0xFA17);
     let mut actions = vec![Action::Table("a"), Action::Table("b")];
@@ -827,6 +827,15 @@ fn fault_actions() -> Vec<Action> {
     actions.extend((0..6).map(|_| fault_batch(&mut rng, &["a", "b"], true)));
     actions.push(Action::Compact);
     actions.extend((0..3).map(|_| fault_batch(&mut rng, &["a", "b"], false)));
+    // A batch of 3 MB, written a chunk (1 MiB) at a time: a failure between chunks leaves a
+    // torn batch in the file, which must not come back.
+    actions.push(Action::Batch(
+        (0..5u64)
+            .map(|i| {
+                Step::Put("a", format!("huge{i}").into_bytes(), bytes(i, 600 << 10), ValueAlign::Sixteen)
+            })
+            .collect(),
+    ));
     actions.push(Action::Flush);
     actions.push(Action::Checkpoint);
     actions

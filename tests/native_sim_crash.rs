@@ -523,8 +523,8 @@ fn put(rng: &mut fastrand::Rng, table: &str) -> Step {
     Step::Put { table: table.to_owned(), key: key(rng), value: value(rng), align }
 }
 
-/// A workload script: tables created, dropped and re-created, small and large (≥ 64 ops,
-/// written in key order) batches with deletes, clears, single deletes, explicit compactions
+/// A workload script: tables created, dropped and re-created, small, large (≥ 64 ops,
+/// written in key order) and huge (over 1 MiB, written in chunks) batches with deletes, clears, single deletes, explicit compactions
 /// and checkpoints, flushes and clean reopens. With small segments and checkpoints, rotation,
 /// background hints and background compaction happen on their own.
 fn script(seed: u64) -> Vec<Action> {
@@ -551,7 +551,20 @@ fn script(seed: u64) -> Vec<Action> {
                 }
                 Action::Batch(steps)
             }
-            50..=59 => {
+            50 => {
+                // Huge: over 1 MiB, so the engine writes it in several chunks.
+                let t = pick(&mut rng, &tables);
+                let steps = (0..3)
+                    .map(|_| {
+                        let mut value = vec![0; rng.usize(500_000..700_000)];
+                        rng.fill(&mut value);
+                        let align = if rng.bool() { ValueAlign::Sixteen } else { ValueAlign::Packed };
+                        Step::Put { table: t.clone(), key: key(&mut rng), value, align }
+                    })
+                    .collect();
+                Action::Batch(steps)
+            }
+            51..=59 => {
                 // Large: written in key order, with deletes and repeated keys.
                 let mut steps = Vec::new();
                 for _ in 0..rng.usize(64..=140) {

@@ -132,6 +132,26 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+fn varint_len(v: u64) -> u64 {
+    u64::from((64 - (v | 1).leading_zeros()).div_ceil(7))
+}
+
+/// The bytes [`encode`] appends for `record` when its first byte sits at file offset `pos`
+/// (padding included), computed without encoding it.
+pub(crate) fn encoded_len(pos: u64, record: &RecordRef<'_>) -> u64 {
+    let (key_len, value_len) = (record.key.len() as u64, record.value.len() as u64);
+    let header = 5
+        + varint_len(record.seq)
+        + varint_len(u64::from(record.table))
+        + varint_len(key_len)
+        + varint_len(value_len);
+    let mut value_pos = pos + header + key_len;
+    if record.aligned {
+        value_pos = value_pos.next_multiple_of(VALUE_ALIGN as u64);
+    }
+    value_pos + value_len - pos
+}
+
 /// Appends `record` to `out`, whose first byte will sit at file offset `base`: the value is
 /// padded to a 16-byte file offset when the record asks for it. Lengths must be within the
 /// limits (the caller checks them, with the table and key at hand for the error).
@@ -290,6 +310,26 @@ mod tests {
 
     fn record<'a>(key: &'a [u8], value: &'a [u8], aligned: bool) -> RecordRef<'a> {
         RecordRef { kind: Kind::Put, commit: true, aligned, seq: 300, table: 7, key, value }
+    }
+
+    #[test]
+    fn encoded_len_is_what_encode_appends() {
+        let long = vec![7u8; 300];
+        for pos in [0u64, 1, 15, 16, 17, 1 << 33] {
+            for (seq, table) in [(0, 0), (127, 128), (300, 16_384), (u64::MAX, u32::MAX)] {
+                for (key, value) in [(&b""[..], &b""[..]), (b"k", &long[..200]), (&long[..], b"v")] {
+                    for aligned in [false, true] {
+                        let record =
+                            RecordRef { kind: Kind::Put, commit: false, aligned, seq, table, key, value };
+                        let mut buf = vec![0; (pos % 16) as usize];
+                        let before = buf.len();
+                        encode(&mut buf, pos - pos % 16, &record);
+                        let appended = (buf.len() - before) as u64;
+                        assert_eq!(encoded_len(pos, &record), appended, "{record:?} at {pos}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

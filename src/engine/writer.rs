@@ -51,8 +51,12 @@ pub(crate) struct Writer {
     pub(crate) merge_due: bool,
     /// Segment and file offset of the last appended batch.
     pub(crate) last_batch: (u32, u64),
+    /// Encoded records on their way to the file, up to [`CHUNK`] bytes at a time.
     buf: Vec<u8>,
-    placed: Vec<record::Placed>,
+    /// File offsets of the values of the last appended batch, in write order.
+    value_offsets: Vec<u64>,
+    /// Bytes of the last appended batch.
+    batch_len: u64,
     /// The order in which the ops of the batch being appended are written (indices).
     order: Vec<usize>,
 }
@@ -132,6 +136,9 @@ pub(crate) struct Placement<'a> {
 /// far more than the file-size update, and zeros ahead of it would double its disk writes.
 const PREALLOCATE_BELOW: usize = 64 << 10;
 
+/// A batch is encoded and written this many bytes at a time (at least).
+const CHUNK: usize = 1 << 20;
+
 /// Page size used to round mapping capacities.
 const PAGE: u64 = 4096;
 
@@ -156,7 +163,8 @@ impl Writer {
             merge_due: false,
             last_batch: (0, 0),
             buf: Vec::new(),
-            placed: Vec::new(),
+            value_offsets: Vec::new(),
+            batch_len: 0,
             order: Vec::new(),
         }
     }
@@ -232,27 +240,74 @@ impl Writer {
         Ok(())
     }
 
-    /// Encodes `ops` as one batch of sequence number `seq` (or, for compaction copies, each
-    /// record's own), for file offset `base`.
-    fn encode(&mut self, ops: &[Op<'_>], seqs: Option<&[u64]>, seq: u64, base: u64) {
-        self.buf.clear();
-        self.placed.clear();
-        let last = ops.len().saturating_sub(1);
-        for (position, &i) in self.order.iter().enumerate() {
-            let op = &ops[i];
-            let (kind, table, key, value, aligned) = match *op {
-                Op::Put { table, key, value, align } => {
-                    (Kind::Put, table, key, value, align == ValueAlign::Sixteen)
+    /// The `position`th record of the batch being appended (op `i`).
+    fn record<'a>(&self, ops: &[Op<'a>], seqs: Option<&[u64]>, seq: u64, position: usize) -> RecordRef<'a> {
+        let i = self.order[position];
+        let (kind, table, key, value, aligned) = match ops[i] {
+            Op::Put { table, key, value, align } => {
+                (Kind::Put, table, key, value, align == ValueAlign::Sixteen)
+            }
+            Op::Delete { table, key } => (Kind::Tombstone, table, key, &[][..], false),
+            Op::Clear { table } => (Kind::Clear, table, &[][..], &[][..], false),
+        };
+        let seq = seqs.and_then(|s| s.get(i).copied()).unwrap_or(seq);
+        RecordRef { kind, commit: position + 1 == ops.len(), aligned, seq, table: table.id, key, value }
+    }
+
+    /// The bytes the batch takes in the file from offset `base` on.
+    fn batch_len(&self, ops: &[Op<'_>], seqs: Option<&[u64]>, seq: u64, base: u64) -> u64 {
+        (0..ops.len()).fold(base, |pos, position| {
+            pos + record::encoded_len(pos, &self.record(ops, seqs, seq, position))
+        }) - base
+    }
+
+    /// Encodes the batch and writes it from `base` on, a chunk at a time: a large batch
+    /// goes through a buffer that stays in cache instead of one as large as itself. `ahead`
+    /// zeros follow the last chunk (preallocation); if the disk has no room for them, the
+    /// last chunk is written again without them. Records that reach the file before a
+    /// failure are a torn batch, which recovery cuts.
+    fn write_batch(
+        &mut self,
+        ops: &[Op<'_>],
+        seqs: Option<&[u64]>,
+        seq: u64,
+        base: u64,
+        ahead: u64,
+    ) -> std::io::Result<()> {
+        let file = Arc::clone(&self.active.file);
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        self.value_offsets.clear();
+        let mut chunk_base = base;
+        let mut written = Ok(());
+        for position in 0..ops.len() {
+            let record = self.record(ops, seqs, seq, position);
+            let placed = record::encode(&mut buf, chunk_base, &record);
+            self.value_offsets.push(chunk_base + placed.value_offset as u64);
+            if buf.len() >= CHUNK && position + 1 < ops.len() {
+                written = file.write_all_at(&buf, chunk_base);
+                if written.is_err() {
+                    break;
                 }
-                Op::Delete { table, key } => (Kind::Tombstone, table, key, &[][..], false),
-                Op::Clear { table } => (Kind::Clear, table, &[][..], &[][..], false),
-            };
-            let seq = seqs.and_then(|s| s.get(i).copied()).unwrap_or(seq);
-            let record =
-                RecordRef { kind, commit: position == last, aligned, seq, table: table.id, key, value };
-            let placed = record::encode(&mut self.buf, base, &record);
-            self.placed.push(placed);
+                chunk_base += buf.len() as u64;
+                buf.clear();
+            }
         }
+        if written.is_ok() {
+            let records = buf.len();
+            buf.resize(records + ahead as usize, 0);
+            written = file.write_all_at(&buf, chunk_base);
+            if ahead > 0 && written.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::StorageFull) {
+                // A nearly full disk may still hold the batch without the zeros ahead of it.
+                written = file.write_all_at(&buf[..records], chunk_base);
+            }
+        }
+        if buf.capacity() > 2 * CHUNK {
+            // One huge small-batch (a value near the limit) does not keep its buffer.
+            buf = Vec::new();
+        }
+        self.buf = buf;
+        written
     }
 
     /// Appends `ops` as one atomic batch and applies it to the working version. Returns
@@ -266,56 +321,45 @@ impl Writer {
     ) -> Result<u64> {
         self.check(ops)?;
         // Compaction copies stay in the order given: the caller maps them back by position.
+        let mut order = std::mem::take(&mut self.order);
         if seqs.is_none() {
-            write_order(ops, &mut self.order);
+            write_order(ops, &mut order);
         } else {
-            self.order.clear();
-            self.order.extend(0..ops.len());
+            order.clear();
+            order.extend(0..ops.len());
         }
+        self.order = order;
         let seq = self.next_seq;
         let mut base = self.active.pos;
-        self.encode(ops, seqs, seq, base);
-        if base + self.buf.len() as u64 > self.active.segment.capacity() {
+        let mut batch_len = self.batch_len(ops, seqs, seq, base);
+        if base + batch_len > self.active.segment.capacity() {
             // Padding depends on the offset: leave room for the worst case.
-            let worst = self.buf.len() as u64 + (ops.len() as u64) * record::VALUE_ALIGN as u64;
+            let worst = batch_len + (ops.len() as u64) * record::VALUE_ALIGN as u64;
             self.rotate(place, worst)?;
             base = self.active.pos;
-            self.encode(ops, seqs, seq, base);
+            batch_len = self.batch_len(ops, seqs, seq, base);
         }
-        let end = base + self.buf.len() as u64;
-        let batch_len = self.buf.len();
+        let end = base + batch_len;
         let mut ahead = 0;
-        if end > self.active.file_len && batch_len < PREALLOCATE_BELOW {
+        if end > self.active.file_len && batch_len < PREALLOCATE_BELOW as u64 {
             // Grow the file once for many small commits: see `Options::preallocate`.
             ahead = place.preallocate.min(self.active.segment.capacity() - end);
-            self.buf.resize(batch_len + ahead as usize, 0);
         }
-        let path = self.active.segment.path();
-        let mut written = self.active.file.write_all_at(&self.buf, base);
-        self.buf.truncate(batch_len);
-        if ahead > 0 && written.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::StorageFull) {
-            // A nearly full disk may still hold the batch without the zeros ahead of it.
-            ahead = 0;
-            written = self.active.file.write_all_at(&self.buf, base);
-        }
-        written.map_err(|e| Error::io("appending to", path, e))?;
+        let written = self.write_batch(ops, seqs, seq, base, ahead);
+        written.map_err(|e| Error::io("appending to", self.active.segment.path(), e))?;
         self.active.file_len = self.active.file_len.max(end + ahead);
         self.last_batch = (self.active.segment.id(), base);
+        self.batch_len = batch_len;
         self.active.pos = end;
         self.active.segment.set_written(end);
-        self.since_hint += self.buf.len() as u64;
+        self.since_hint += batch_len;
         self.next_seq += 1;
         if seqs.is_none() {
             let segment = self.active.segment.id();
-            let changes = self.order.iter().zip(&self.placed).map(|(&i, placed)| {
+            let changes = self.order.iter().zip(&self.value_offsets).map(|(&i, &offset)| {
                 let op = &ops[i];
                 let loc = match *op {
-                    Op::Put { value, .. } => Some(Loc {
-                        offset: base + placed.value_offset as u64,
-                        seq,
-                        segment,
-                        len: value.len() as u32,
-                    }),
+                    Op::Put { value, .. } => Some(Loc { offset, seq, segment, len: value.len() as u32 }),
                     _ => None,
                 };
                 (op, loc)
@@ -329,13 +373,12 @@ impl Writer {
 
     /// File offsets of the values of the last appended batch, one per op.
     pub(crate) fn last_value_offsets(&self) -> impl Iterator<Item = u64> + '_ {
-        let base = self.last_batch.1;
-        self.placed.iter().map(move |p| base + p.value_offset as u64)
+        self.value_offsets.iter().copied()
     }
 
     /// Bytes of the last appended batch.
     pub(crate) fn last_batch_len(&self) -> u64 {
-        self.buf.len() as u64
+        self.batch_len
     }
 
     /// The file of the active segment.
