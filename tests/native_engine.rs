@@ -630,6 +630,36 @@ fn b6_a_segment_renamed_to_the_last_possible_id_is_an_error_not_an_overflow() {
     }
 }
 
+/// Batches of each write order (as given below 64 ops, sorted up to 65,536, as given above),
+/// with keys repeated and deleted within the batch: the last op on a key wins, live and after
+/// reopening with and without the hint.
+#[test]
+fn a2_the_last_op_on_a_key_wins_in_batches_of_every_size() {
+    let dir = scratch();
+    let options = quiet(1 << 20);
+    let db = Db::open(dir.path(), options.clone()).expect("open");
+    db.table("t").expect("table");
+    let mut expected = empty_tables(&["t"]);
+    for (b, len) in [10u64, 1_000, 70_000].into_iter().enumerate() {
+        let mut rng = fastrand::Rng::with_seed(b as u64);
+        let steps: Vec<Step> = (0..len)
+            .map(|i| {
+                let key = format!("k{:06}", rng.u64(..len / 2)).into_bytes();
+                if rng.u8(..5) == 0 {
+                    Step::Delete("t", key)
+                } else {
+                    Step::Put("t", key, bytes(i + 1000 * b as u64, rng.usize(0..40)), ValueAlign::Packed)
+                }
+            })
+            .collect();
+        commit(&db, &steps).expect("commit");
+        apply(&mut expected, &steps);
+        assert_contents(&db, &expected, &format!("after the batch of {len} ops"));
+    }
+    drop(db);
+    reopen_both_ways(dir.path(), &options, &expected, "batches of every size");
+}
+
 #[test]
 fn b4_a_damaged_header_of_the_newest_segment_is_corruption_unless_nothing_follows_it() {
     let store = Flipped::build();

@@ -164,8 +164,9 @@ fn is_empty_range(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
 pub struct Range<'s> {
     iter: Option<table_map::Iter<'s>>,
     version: &'s Version,
-    /// The segment of the last entry: neighbours in key order mostly share one (batches
-    /// are written in key order), which saves a lookup in the segment map per entry.
+    /// The segment of the last entry: neighbours in key order mostly share one (a bulk
+    /// load, or a batch written in key order), which saves a lookup in the segment map per
+    /// entry.
     segment: Option<&'s Segment>,
 }
 
