@@ -67,6 +67,7 @@ pub mod fuzzing;
 mod hint;
 mod index;
 pub mod io;
+mod prefetch;
 mod read;
 mod record;
 mod recovery;

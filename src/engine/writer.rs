@@ -17,6 +17,7 @@ use parking_lot::{Condvar, Mutex};
 use super::error::{Error, Result};
 use super::index::{prefix_of, IndexKey, Loc, TableMap, Usage, Version};
 use super::io::{OpenMode, Vfs, VfsFile};
+use super::prefetch;
 use super::record::{self, Kind, RecordRef, SegmentHeader, MAX_KEY_LEN, MAX_VALUE_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{self, Segment};
 use super::table_map::Entry;
@@ -61,13 +62,13 @@ pub(crate) struct Writer {
     order: Vec<usize>,
 }
 
-/// Batches of this many ops are written in key order (see [`write_order`]).
+/// Batches of at least this many ops are written in key order (see [`write_order`]).
 const SORTED_BATCH: usize = 64;
-/// Larger batches are written as given: gathering their records in key order reads their
-/// keys and values all over memory (a 1,000,000-pair bulk load took 1.7× as long: 1,326 ms
-/// against 771 without the fsync), while a batch this size (about 13 MB of 200-byte pairs)
-/// mostly stays in cache.
-const SORTED_BATCH_MAX: usize = 1 << 16;
+
+/// How many records ahead of the one being encoded the writer prefetches its key and value
+/// (and twice as far, its op). Gathering a 1,000,000-pair batch in key order took 1,499 ms
+/// without prefetching, 991 ms with it, and 851 ms in the ops' own order (no fsync).
+const PREFETCH_AHEAD: usize = 4;
 
 /// The table and key an op writes.
 fn target<'a>(op: &Op<'a>) -> (u32, &'a [u8]) {
@@ -77,16 +78,14 @@ fn target<'a>(op: &Op<'a>) -> (u32, &'a [u8]) {
     }
 }
 
-/// The order to write `ops` in, into `order`: as given, or, for a large batch (not a huge
-/// one) without clears, sorted by table and key (stable: ops on one key keep their order, so the batch
+/// The order to write `ops` in, into `order`: as given, or, for a large batch without
+/// clears, sorted by table and key (stable: ops on one key keep their order, so the batch
 /// means the same). Records written in key order make later scans read the log
 /// sequentially instead of jumping around it, as a B-tree's leaves would.
 fn write_order(ops: &[Op<'_>], order: &mut Vec<usize>) {
     order.clear();
     order.extend(0..ops.len());
-    if !(SORTED_BATCH..=SORTED_BATCH_MAX).contains(&ops.len())
-        || ops.iter().any(|op| matches!(op, Op::Clear { .. }))
-    {
+    if ops.len() < SORTED_BATCH || ops.iter().any(|op| matches!(op, Op::Clear { .. })) {
         return;
     }
     // Sort on (table, first 8 key bytes) first: most comparisons end there, as integers.
@@ -302,6 +301,18 @@ impl Writer {
         let mut chunk_base = base;
         let mut written = Ok(());
         for position in 0..ops.len() {
+            // Records go out in key order, so their ops, keys and values lie anywhere in
+            // memory: ask for them a few records ahead (the op first, then its bytes), so
+            // the loads overlap instead of stalling one by one.
+            if let Some(&far) = self.order.get(position + 2 * PREFETCH_AHEAD) {
+                prefetch::read(std::ptr::from_ref(&ops[far]).cast());
+            }
+            if let Some(&Op::Put { key, value, .. }) =
+                self.order.get(position + PREFETCH_AHEAD).map(|&i| &ops[i])
+            {
+                prefetch::read(key.as_ptr());
+                prefetch::read_lines(value, 4);
+            }
             let record = self.record(ops, seqs, seq, position);
             let placed = record::encode(&mut buf, chunk_base, &record);
             self.value_offsets.push(chunk_base + placed.value_offset as u64);
