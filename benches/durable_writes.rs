@@ -1,0 +1,206 @@
+//! Individual durable writes, interleaved: typed-kv on native, the raw native engine, fjall
+//! and (with the `rocksdb` feature) RocksDB each commit one new pair at a time, fsynced, in
+//! rounds that take turns, so that the disk's minute-to-minute swings hit every system alike.
+//! `compare` measures the same phase once per system, minutes apart; on a shared VM its
+//! ratios for this phase moved between 0.7 and 1.4 for the same code.
+//!
+//! ```sh
+//! cargo bench --bench durable_writes                       # the systems of default features
+//! cargo bench --features rocksdb --bench durable_writes    # and RocksDB
+//! ```
+//!
+//! Environment: `WRITES_N` pairs loaded first (default 1,000,000, as in `compare`),
+//! `WRITES_COMMITS` commits per system and round (default 500), `WRITES_ROUNDS` (default 9;
+//! the median round is reported), `WRITES_DIR` where the stores go (default a temporary
+//! directory under `bench-results/`). Keys are 24 random bytes, values 150, as in `compare`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use fjall::{KeyspaceCreateOptions, PersistMode, SingleWriterTxDatabase, SingleWriterTxKeyspace};
+use typed_kv::engine::{Db, Op, Options, Table as RawTable, ValueAlign};
+use typed_kv::{BytesFormat, StorageBuilder, Table};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const KEY_LEN: usize = 24;
+const VALUE_LEN: usize = 150;
+
+/// A store that commits one pair durably.
+trait Durable {
+    fn load(&mut self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Res<()>;
+    fn commit_one(&mut self, key: &[u8], value: &[u8]) -> Res<()>;
+}
+
+struct Typed(Table<Vec<u8>, Vec<u8>, BytesFormat, BytesFormat>);
+
+impl Durable for Typed {
+    fn load(&mut self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Res<()> {
+        Ok(self.0.put_all(pairs.iter().map(|(k, v)| (k, v)))?)
+    }
+
+    fn commit_one(&mut self, key: &[u8], value: &[u8]) -> Res<()> {
+        Ok(self.0.put(&key.to_vec(), &value.to_vec())?)
+    }
+}
+
+struct Raw(Db, RawTable);
+
+impl Durable for Raw {
+    fn load(&mut self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Res<()> {
+        let ops: Vec<Op<'_>> = pairs
+            .iter()
+            .map(|(key, value)| Op::Put { table: &self.1, key, value, align: ValueAlign::Packed })
+            .collect();
+        Ok(self.0.write(&ops)?)
+    }
+
+    fn commit_one(&mut self, key: &[u8], value: &[u8]) -> Res<()> {
+        Ok(self.0.write(&[Op::Put { table: &self.1, key, value, align: ValueAlign::Packed }])?)
+    }
+}
+
+/// As in `compare`: a single-writer transaction per commit, then `persist(SyncAll)`.
+struct Fjall(SingleWriterTxDatabase, SingleWriterTxKeyspace);
+
+impl Durable for Fjall {
+    fn load(&mut self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Res<()> {
+        let mut txn = self.0.write_tx();
+        for (key, value) in pairs {
+            txn.insert(&self.1, key.as_slice(), value.as_slice());
+        }
+        txn.commit()?;
+        Ok(self.0.persist(PersistMode::SyncAll)?)
+    }
+
+    fn commit_one(&mut self, key: &[u8], value: &[u8]) -> Res<()> {
+        let mut txn = self.0.write_tx();
+        txn.insert(&self.1, key, value);
+        txn.commit()?;
+        Ok(self.0.persist(PersistMode::SyncAll)?)
+    }
+}
+
+/// As in `compare`'s `rocksdb-as-tkv`: defaults and LZ4, one synced `WriteBatch` per commit.
+#[cfg(feature = "rocksdb")]
+struct Rocks(rocksdb::DB, rocksdb::WriteOptions);
+
+#[cfg(feature = "rocksdb")]
+impl Durable for Rocks {
+    fn load(&mut self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Res<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for (key, value) in pairs {
+            batch.put(key, value);
+        }
+        Ok(self.0.write_opt(batch, &self.1)?)
+    }
+
+    fn commit_one(&mut self, key: &[u8], value: &[u8]) -> Res<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put(key, value);
+        Ok(self.0.write_opt(batch, &self.1)?)
+    }
+}
+
+fn open_all(dir: &Path) -> Res<Vec<(&'static str, Box<dyn Durable>)>> {
+    let storage = StorageBuilder::new(dir.join("typed")).build()?;
+    let table = storage
+        .new_table::<Vec<u8>, Vec<u8>>("x")
+        .with_key_format(BytesFormat::new())
+        .with_value_format(BytesFormat::new())
+        .build()?;
+    let db = Db::open(dir.join("raw"), Options::default())?;
+    let raw_table = db.table("x")?;
+    let fjall = SingleWriterTxDatabase::builder(dir.join("fjall")).open()?;
+    let keyspace = fjall.keyspace("x", KeyspaceCreateOptions::default)?;
+    #[allow(unused_mut)]
+    let mut systems: Vec<(&'static str, Box<dyn Durable>)> = vec![
+        ("tkv-native-bytes", Box::new(Typed(table))),
+        ("native-engine", Box::new(Raw(db, raw_table))),
+        ("fjall", Box::new(Fjall(fjall, keyspace))),
+    ];
+    #[cfg(feature = "rocksdb")]
+    {
+        let mut options = rocksdb::Options::default();
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        options.create_if_missing(true);
+        let mut sync = rocksdb::WriteOptions::default();
+        sync.set_sync(true);
+        systems.push(("rocksdb", Box::new(Rocks(rocksdb::DB::open(&options, dir.join("rocksdb"))?, sync))));
+    }
+    Ok(systems)
+}
+
+fn env_usize(name: &str, default: usize) -> Res<usize> {
+    match std::env::var(name) {
+        Ok(v) => Ok(v.parse().map_err(|e| format!("{name}={v}: {e}"))?),
+        Err(_) => Ok(default),
+    }
+}
+
+fn random_pair(rng: &mut fastrand::Rng) -> (Vec<u8>, Vec<u8>) {
+    let mut key = vec![0; KEY_LEN];
+    rng.fill(&mut key);
+    let mut value = vec![0; VALUE_LEN];
+    rng.fill(&mut value);
+    (key, value)
+}
+
+fn main() -> Res<()> {
+    let n = env_usize("WRITES_N", 1_000_000)?;
+    let commits = env_usize("WRITES_COMMITS", 500)?.max(1);
+    let rounds = env_usize("WRITES_ROUNDS", 9)?.max(1);
+    let work = match std::env::var_os("WRITES_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results"),
+    };
+    std::fs::create_dir_all(&work)?;
+    let dir = tempfile::Builder::new().prefix("durable-writes").tempdir_in(&work)?;
+
+    let mut rng = fastrand::Rng::with_seed(5);
+    let loaded: Vec<(Vec<u8>, Vec<u8>)> = (0..n).map(|_| random_pair(&mut rng)).collect();
+    let mut systems = open_all(dir.path())?;
+    for (name, system) in &mut systems {
+        let started = Instant::now();
+        system.load(&loaded)?;
+        eprintln!("{name}: loaded {n} pairs in {:.0} ms", started.elapsed().as_secs_f64() * 1e3);
+    }
+    drop(loaded);
+
+    let mut times = vec![Vec::new(); systems.len()];
+    for round in 0..rounds {
+        // Each round, a different system goes first.
+        for turn in 0..systems.len() {
+            let s = (round + turn) % systems.len();
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..commits).map(|_| random_pair(&mut rng)).collect();
+            let started = Instant::now();
+            for (key, value) in &pairs {
+                systems[s].1.commit_one(key, value)?;
+            }
+            times[s].push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let medians: Vec<f64> = times
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect();
+    let fastest_raw = systems
+        .iter()
+        .zip(&medians)
+        .filter(|((name, _), _)| !name.starts_with("tkv"))
+        .map(|(_, &ms)| ms)
+        .fold(f64::INFINITY, f64::min);
+    println!("{commits} durable commits of one pair on {n} keys, median of {rounds} interleaved rounds:");
+    for (((name, _), ms), all) in systems.iter().zip(&medians).zip(&times) {
+        println!(
+            "  {name:<18} {ms:>6.1} ms ({:>5.1} µs a commit)  {:.2} × the fastest raw  rounds {all:.0?}",
+            ms * 1e3 / commits as f64,
+            ms / fastest_raw
+        );
+    }
+    Ok(())
+}
