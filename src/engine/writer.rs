@@ -78,6 +78,14 @@ fn target<'a>(op: &Op<'a>) -> (u32, &'a [u8]) {
     }
 }
 
+/// Drops `buffer`'s allocation when it holds room for far more than `len` items (a
+/// buffer of a bulk load before small commits), so it is not kept for good.
+fn release_if_oversized<T>(buffer: &mut Vec<T>, len: usize) {
+    if buffer.capacity() > (1 << 16).max(4 * len) {
+        *buffer = Vec::new();
+    }
+}
+
 /// The order to write `ops` in, into `order`: as given, or, for a large batch without
 /// clears, sorted by table and key (stable: ops on one key keep their order, so the batch
 /// means the same). Records written in key order make later scans read the log
@@ -358,6 +366,9 @@ impl Writer {
         seqs: Option<&[u64]>,
     ) -> Result<u64> {
         self.check(ops)?;
+        // A bulk load's per-op buffers are not kept for the small commits after it.
+        release_if_oversized(&mut self.order, ops.len());
+        release_if_oversized(&mut self.value_offsets, ops.len());
         // Compaction copies stay in the order given: the caller maps them back by position.
         let mut order = std::mem::take(&mut self.order);
         if seqs.is_none() {
