@@ -78,6 +78,16 @@ fn target<'a>(op: &Op<'a>) -> (u32, &'a [u8]) {
     }
 }
 
+/// The record of `op`, with sequence number `seq`, not ending its batch.
+fn record_of<'a>(op: &Op<'a>, seq: u64) -> RecordRef<'a> {
+    let (kind, table, key, value, aligned) = match *op {
+        Op::Put { table, key, value, align } => (Kind::Put, table, key, value, align == ValueAlign::Sixteen),
+        Op::Delete { table, key } => (Kind::Tombstone, table, key, &[][..], false),
+        Op::Clear { table } => (Kind::Clear, table, &[][..], &[][..], false),
+    };
+    RecordRef { kind, commit: false, aligned, seq, table: table.id, key, value }
+}
+
 /// Drops `buffer`'s allocation when it holds room for far more than `len` items (a
 /// buffer of a bulk load before small commits), so it is not kept for good.
 fn release_if_oversized<T>(buffer: &mut Vec<T>, len: usize) {
@@ -254,18 +264,13 @@ impl Writer {
         Ok(())
     }
 
-    /// The `position`th record of the batch being appended (op `i`).
+    /// The `position`th record of the batch being appended.
     fn record<'a>(&self, ops: &[Op<'a>], seqs: Option<&[u64]>, seq: u64, position: usize) -> RecordRef<'a> {
         let i = self.order[position];
-        let (kind, table, key, value, aligned) = match ops[i] {
-            Op::Put { table, key, value, align } => {
-                (Kind::Put, table, key, value, align == ValueAlign::Sixteen)
-            }
-            Op::Delete { table, key } => (Kind::Tombstone, table, key, &[][..], false),
-            Op::Clear { table } => (Kind::Clear, table, &[][..], &[][..], false),
-        };
-        let seq = seqs.and_then(|s| s.get(i).copied()).unwrap_or(seq);
-        RecordRef { kind, commit: position + 1 == ops.len(), aligned, seq, table: table.id, key, value }
+        RecordRef {
+            commit: position + 1 == ops.len(),
+            ..record_of(&ops[i], seqs.and_then(|s| s.get(i).copied()).unwrap_or(seq))
+        }
     }
 
     /// At least the bytes the batch takes in the file, whatever its offset: each record's
@@ -274,16 +279,9 @@ impl Writer {
     fn batch_len_bound(ops: &[Op<'_>], seqs: Option<&[u64]>, seq: u64) -> u64 {
         let pad = record::VALUE_ALIGN as u64 - 1;
         let bound = |(i, op): (usize, &Op<'_>)| {
-            let (kind, table, key, value, aligned) = match *op {
-                Op::Put { table, key, value, align } => {
-                    (Kind::Put, table, key, value, align == ValueAlign::Sixteen)
-                }
-                Op::Delete { table, key } => (Kind::Tombstone, table, key, &[][..], false),
-                Op::Clear { table } => (Kind::Clear, table, &[][..], &[][..], false),
-            };
-            let seq = seqs.and_then(|s| s.get(i).copied()).unwrap_or(seq);
-            let record = RecordRef { kind, commit: false, aligned: false, seq, table: table.id, key, value };
-            record::encoded_len(0, &record) + if aligned { pad } else { 0 }
+            let record = record_of(op, seqs.and_then(|s| s.get(i).copied()).unwrap_or(seq));
+            let unpadded = RecordRef { aligned: false, ..record };
+            record::encoded_len(0, &unpadded) + if record.aligned { pad } else { 0 }
         };
         ops.iter().enumerate().map(bound).sum()
     }
