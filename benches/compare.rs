@@ -41,10 +41,11 @@ use typed_kv::{
     BytesFormat, DatabaseBackend, Guard, RkyvFormat, Storage, StorageBuilder, Table, ValueFormat,
 };
 
-type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+#[path = "support/mod.rs"]
+mod support;
 
-const KEY_LEN: usize = 24;
-const VALUE_LEN: usize = 150;
+use support::{env_usize, random_pairs, Res, KEY_LEN, VALUE_LEN};
+
 const SEED: u64 = 3;
 const INDIVIDUAL_WRITES: usize = 1_000;
 const BATCHES: usize = 100;
@@ -71,16 +72,7 @@ impl Data {
     fn new(n: usize) -> Self {
         let total = n + INDIVIDUAL_WRITES + BATCHES * BATCH_SIZE;
         let mut rng = fastrand::Rng::with_seed(SEED);
-        let mut keys = Vec::with_capacity(total);
-        let mut values = Vec::with_capacity(total);
-        for _ in 0..total {
-            let mut key = vec![0; KEY_LEN];
-            rng.fill(&mut key);
-            let mut value = vec![0; VALUE_LEN];
-            rng.fill(&mut value);
-            keys.push(key);
-            values.push(value);
-        }
+        let (keys, values) = random_pairs(&mut rng, total);
         let mut order: Vec<u32> = (0..n as u32).collect();
         rng.shuffle(&mut order);
         Self { n, keys, values, order }
@@ -992,13 +984,6 @@ struct Config {
     work: PathBuf,
     merge: bool,
     selected: Vec<String>,
-}
-
-fn env_usize(name: &str, default: usize) -> Res<usize> {
-    match std::env::var(name) {
-        Ok(s) => Ok(s.replace(['_', ','], "").parse().map_err(|e| format!("{name}={s:?}: {e}"))?),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Config {

@@ -21,10 +21,10 @@ use fjall::{KeyspaceCreateOptions, PersistMode, SingleWriterTxDatabase, SingleWr
 use typed_kv::engine::{Db, Op, Options, Table as RawTable, ValueAlign};
 use typed_kv::{BytesFormat, StorageBuilder, Table};
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+#[path = "support/mod.rs"]
+mod support;
 
-const KEY_LEN: usize = 24;
-const VALUE_LEN: usize = 150;
+use support::{env_usize, random_pair, work_dir, Res};
 
 /// A store that commits one pair durably.
 trait Durable {
@@ -131,30 +131,11 @@ fn open_all(dir: &Path) -> Res<Vec<(&'static str, Box<dyn Durable>)>> {
     Ok(systems)
 }
 
-fn env_usize(name: &str, default: usize) -> Res<usize> {
-    match std::env::var(name) {
-        Ok(v) => Ok(v.parse().map_err(|e| format!("{name}={v}: {e}"))?),
-        Err(_) => Ok(default),
-    }
-}
-
-fn random_pair(rng: &mut fastrand::Rng) -> (Vec<u8>, Vec<u8>) {
-    let mut key = vec![0; KEY_LEN];
-    rng.fill(&mut key);
-    let mut value = vec![0; VALUE_LEN];
-    rng.fill(&mut value);
-    (key, value)
-}
-
 fn main() -> Res<()> {
     let n = env_usize("WRITES_N", 1_000_000)?;
     let commits = env_usize("WRITES_COMMITS", 500)?.max(1);
     let rounds = env_usize("WRITES_ROUNDS", 9)?.max(1);
-    let work = match std::env::var_os("WRITES_DIR") {
-        Some(dir) => std::path::PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results"),
-    };
-    std::fs::create_dir_all(&work)?;
+    let work = work_dir("WRITES_DIR")?;
     let dir = tempfile::Builder::new().prefix("durable-writes").tempdir_in(&work)?;
 
     let mut rng = fastrand::Rng::with_seed(5);

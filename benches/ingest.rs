@@ -21,7 +21,10 @@ use std::time::Instant;
 use futures::executor::block_on;
 use typed_kv::{DatabaseBackend, IngestReport, OrderedFormat, RkyvFormat, StorageBuilder};
 
-type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{env_usize, Res};
 
 /// A small record: a sensor reading.
 #[derive(rkyv::Archive, rkyv::Serialize)]
@@ -30,13 +33,6 @@ struct Reading {
     value: f64,
     sensor: u32,
     flags: u16,
-}
-
-fn env_usize(name: &str, default: usize) -> Res<usize> {
-    match std::env::var(name) {
-        Ok(s) => Ok(s.replace(['_', ','], "").parse().map_err(|e| format!("{name}={s:?}: {e}"))?),
-        Err(_) => Ok(default),
-    }
 }
 
 fn ingest(backend: DatabaseBackend, work: &std::path::Path, n: u64) -> Res<IngestReport> {

@@ -22,10 +22,10 @@ use std::time::Instant;
 use typed_kv::engine::{Db, Op, Options, Table as RawTable, ValueAlign};
 use typed_kv::{BytesFormat, RkyvFormat, StorageBuilder, Table};
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+#[path = "support/mod.rs"]
+mod support;
 
-const KEY_LEN: usize = 24;
-const VALUE_LEN: usize = 150;
+use support::{env_usize, random_pairs, work_dir, Res, VALUE_LEN};
 const SCAN_LEN: usize = 10;
 
 /// The value of the rkyv table: the same 150 bytes, archived as they are.
@@ -113,13 +113,6 @@ fn check(value: &[u8]) -> Res<u64> {
     }
 }
 
-fn env_usize(name: &str, default: usize) -> Res<usize> {
-    match std::env::var(name) {
-        Ok(v) => Ok(v.parse().map_err(|e| format!("{name}={v}: {e}"))?),
-        Err(_) => Ok(default),
-    }
-}
-
 fn open_bytes(dir: &Path, keys: &[Vec<u8>], values: &[Vec<u8>]) -> Res<BytesTable> {
     let storage = StorageBuilder::new(dir.join("typed-bytes")).build()?;
     let table = storage
@@ -169,24 +162,11 @@ fn main() -> Res<()> {
     let scans = env_usize("RANGE_SCANS", n / 2)?;
     let rounds = env_usize("RANGE_ROUNDS", 5)?.max(1);
     let only = std::env::var("RANGE_ONLY").ok();
-    let work = match std::env::var_os("RANGE_DIR") {
-        Some(dir) => std::path::PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results"),
-    };
-    std::fs::create_dir_all(&work)?;
+    let work = work_dir("RANGE_DIR")?;
     let dir = tempfile::Builder::new().prefix("range-reads").tempdir_in(&work)?;
 
     let mut rng = fastrand::Rng::with_seed(3);
-    let mut keys = Vec::with_capacity(n);
-    let mut values = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut key = vec![0; KEY_LEN];
-        rng.fill(&mut key);
-        let mut value = vec![0; VALUE_LEN];
-        rng.fill(&mut value);
-        keys.push(key);
-        values.push(value);
-    }
+    let (keys, values) = random_pairs(&mut rng, n);
     let starts: Vec<u32> = (0..scans).map(|_| rng.u32(0..n as u32)).collect();
 
     if let Some(only) = only {
