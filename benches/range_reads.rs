@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use typed_kv::engine::{Db, Op, Options, Table as RawTable, ValueAlign};
-use typed_kv::{BytesFormat, RkyvFormat, StorageBuilder, Table};
+use typed_kv::{BytesFormat, Guard, RkyvFormat, StorageBuilder, Table};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -37,61 +37,57 @@ struct Value {
 type BytesTable = Table<Vec<u8>, Vec<u8>, BytesFormat, BytesFormat>;
 type RkyvTable = Table<Vec<u8>, Value, BytesFormat, RkyvFormat>;
 
+/// The sum of `scan` over one scan from each start key.
+#[inline(always)]
+fn each_scan(keys: &[Vec<u8>], starts: &[u32], mut scan: impl FnMut(&Vec<u8>) -> Res<u64>) -> Res<u64> {
+    starts.iter().try_fold(0, |sum, &i| Ok(sum + scan(&keys[i as usize])?))
+}
+
+/// Keys from `key` on.
+fn from(key: &Vec<u8>) -> (Bound<&Vec<u8>>, Bound<&Vec<u8>>) {
+    (Bound::Included(key), Bound::Unbounded)
+}
+
+/// The first byte of an rkyv value, its bytes checked as the raw scan checks them.
+fn check_rkyv(guard: &Guard<'_, Value, RkyvFormat>) -> Res<u64> {
+    check(guard.raw_bytes())?;
+    Ok(u64::from(guard.bytes[0]))
+}
+
 #[inline(never)]
 fn typed_bytes_scans(table: &BytesTable, keys: &[Vec<u8>], starts: &[u32]) -> Res<u64> {
     let snapshot = table.snapshot()?;
-    let mut sum = 0;
-    for &i in starts {
-        let range = (Bound::Included(&keys[i as usize]), Bound::Unbounded);
-        for entry in snapshot.range(range)?.take(SCAN_LEN) {
-            let (_key, guard) = entry?;
-            sum += check(&guard)?;
-        }
-    }
-    Ok(sum)
+    each_scan(keys, starts, |key| {
+        let entries = snapshot.range(from(key))?.take(SCAN_LEN);
+        entries.map(|entry| check(&entry?.1)).sum()
+    })
 }
 
 #[inline(never)]
 fn typed_bytes_value_scans(table: &BytesTable, keys: &[Vec<u8>], starts: &[u32]) -> Res<u64> {
     let snapshot = table.snapshot()?;
-    let mut sum = 0;
-    for &i in starts {
-        let range = (Bound::Included(&keys[i as usize]), Bound::Unbounded);
-        for guard in snapshot.range(range)?.values().take(SCAN_LEN) {
-            sum += check(&guard?)?;
-        }
-    }
-    Ok(sum)
-}
-
-#[inline(never)]
-fn typed_rkyv_value_scans(table: &RkyvTable, keys: &[Vec<u8>], starts: &[u32]) -> Res<u64> {
-    let snapshot = table.snapshot()?;
-    let mut sum = 0;
-    for &i in starts {
-        let range = (Bound::Included(&keys[i as usize]), Bound::Unbounded);
-        for guard in snapshot.range(range)?.values().take(SCAN_LEN) {
-            let guard = guard?;
-            check(guard.raw_bytes())?;
-            sum += u64::from(guard.bytes[0]);
-        }
-    }
-    Ok(sum)
+    each_scan(keys, starts, |key| {
+        let values = snapshot.range(from(key))?.values().take(SCAN_LEN);
+        values.map(|guard| check(&guard?)).sum()
+    })
 }
 
 #[inline(never)]
 fn typed_rkyv_scans(table: &RkyvTable, keys: &[Vec<u8>], starts: &[u32]) -> Res<u64> {
     let snapshot = table.snapshot()?;
-    let mut sum = 0;
-    for &i in starts {
-        let range = (Bound::Included(&keys[i as usize]), Bound::Unbounded);
-        for entry in snapshot.range(range)?.take(SCAN_LEN) {
-            let (_key, guard) = entry?;
-            check(guard.raw_bytes())?;
-            sum += u64::from(guard.bytes[0]);
-        }
-    }
-    Ok(sum)
+    each_scan(keys, starts, |key| {
+        let entries = snapshot.range(from(key))?.take(SCAN_LEN);
+        entries.map(|entry| check_rkyv(&entry?.1)).sum()
+    })
+}
+
+#[inline(never)]
+fn typed_rkyv_value_scans(table: &RkyvTable, keys: &[Vec<u8>], starts: &[u32]) -> Res<u64> {
+    let snapshot = table.snapshot()?;
+    each_scan(keys, starts, |key| {
+        let values = snapshot.range(from(key))?.values().take(SCAN_LEN);
+        values.map(|guard| check_rkyv(&guard?)).sum()
+    })
 }
 
 #[inline(never)]
