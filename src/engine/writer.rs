@@ -589,7 +589,20 @@ impl Syncer {
 
 #[cfg(test)]
 mod tests {
+    use super::release_if_oversized;
     use crate::engine::{Db, Op, Options, ValueAlign};
+
+    #[test]
+    fn a_bulk_loads_buffer_is_released_before_small_batches_but_not_between_large_ones() {
+        let mut buffer: Vec<usize> = Vec::with_capacity(1_000_000);
+        release_if_oversized(&mut buffer, 900_000);
+        assert!(buffer.capacity() >= 1_000_000, "kept for a batch of about its size");
+        release_if_oversized(&mut buffer, 1);
+        assert_eq!(buffer.capacity(), 0, "released before a one-op batch");
+        let mut small: Vec<usize> = Vec::with_capacity(1_000);
+        release_if_oversized(&mut small, 1);
+        assert!(small.capacity() >= 1_000, "a small buffer is kept");
+    }
 
     /// A large batch is written in key order, yet means what it says in op order: a later
     /// op on a key wins, before and after a reopen.
