@@ -604,22 +604,30 @@ fn b3_a_flipped_bit_in_the_table_directory_is_an_error() {
     }
 }
 
-#[test]
-fn b6_a_segment_renamed_to_the_last_possible_id_is_an_error_not_an_overflow() {
-    let dir = scratch();
-    let db = Db::open(dir.path(), quiet(1 << 20)).expect("open");
+/// A store of one committed pair whose only segment is renamed (file name and header) to
+/// `id`; the renamed file's path.
+fn renumbered_store(dir: &Path, id: u32) -> PathBuf {
+    let db = Db::open(dir, quiet(1 << 20)).expect("open");
     db.table("t").expect("table");
     commit(&db, &[put("t", "k", "v")]).expect("commit");
     drop(db);
-    remove_hints(dir.path());
-    let [only] = segments(dir.path()).try_into().expect("one segment");
+    remove_hints(dir);
+    let [only] = segments(dir).try_into().expect("one segment");
     let mut bytes = std::fs::read(&only).expect("read");
     let (_, first_seq) = typed_kv::engine::fuzzing::decode_segment_header(&bytes).expect("header");
-    let header = typed_kv::engine::fuzzing::encode_segment_header(u32::MAX, first_seq);
+    let header = typed_kv::engine::fuzzing::encode_segment_header(id, first_seq);
     bytes[..header.len()].copy_from_slice(&header);
-    let last = segment_path(dir.path(), u32::MAX);
-    std::fs::write(&last, &bytes).expect("write");
+    let renamed = segment_path(dir, id);
+    std::fs::write(&renamed, &bytes).expect("write");
     std::fs::remove_file(&only).expect("remove");
+    renamed
+}
+
+#[test]
+fn b6_a_segment_renamed_to_the_last_possible_id_is_an_error_not_an_overflow() {
+    let dir = scratch();
+    let last = renumbered_store(dir.path(), u32::MAX);
+    let before = std::fs::read(&last).expect("read");
     match Db::open(dir.path(), quiet(1 << 20)) {
         Err(Error::Corrupt { path, offset: 0, reason }) => {
             assert_eq!(path, last);
@@ -628,6 +636,27 @@ fn b6_a_segment_renamed_to_the_last_possible_id_is_an_error_not_an_overflow() {
         Err(e) => panic!("expected Corrupt naming {}, got {e}", last.display()),
         Ok(_) => panic!("a segment with the last id was opened, and the next rotation would overflow"),
     }
+    assert_eq!(std::fs::read(&last).expect("read"), before, "the refused open changed nothing");
+}
+
+#[test]
+fn b7_a_rotation_past_the_last_segment_id_fails_and_poisons_without_losing_data() {
+    let dir = scratch();
+    renumbered_store(dir.path(), u32::MAX - 1);
+    let db = Db::open(dir.path(), quiet(1 << 20)).expect("the second-to-last id opens");
+    let expected = applied(&empty_tables(&["t"]), &[put("t", "k", "v")]);
+    assert_contents(&db, &expected, "renumbered store");
+    // Larger than the segment's room: it needs a new segment, and no id is left for one.
+    let big = vec![7u8; 2 << 20];
+    let err = commit(&db, &[put("t", "big", big)]).expect_err("no segment id is left");
+    assert!(
+        matches!(&err, Error::Io { .. }) && err.to_string().contains("segment ids are exhausted"),
+        "{err}"
+    );
+    assert!(commit(&db, &[put("t", "small", "x")]).is_err(), "the engine refuses writes after the failure");
+    drop(db);
+    let db = Db::open(dir.path(), quiet(1 << 20)).expect("reopen");
+    assert_contents(&db, &expected, "after the failed rotation");
 }
 
 /// Batches written as given (under 64 ops) and in key order (64 and more), with keys repeated
@@ -855,10 +884,9 @@ fn fault_actions() -> Vec<Action> {
     actions.push(Action::Batch(vec![Step::Clear("b"), put("b", "k01", "after the clear")]));
     actions.push(Action::DropTable("c"));
     actions.extend((0..6).map(|_| fault_batch(&mut rng, &["a", "b"], true)));
-    actions.push(Action::Compact);
-    actions.extend((0..3).map(|_| fault_batch(&mut rng, &["a", "b"], false)));
-    // A batch of 3 MB, written a chunk (1 MiB) at a time: a failure between chunks leaves a
-    // torn batch in the file, which must not come back.
+    // A batch of 3 MB, written a chunk (1 MiB) at a time, then copied by the compaction
+    // after it in chunks too: a failure between chunks leaves a torn batch in the file,
+    // which must not come back.
     actions.push(Action::Batch(
         (0..5u64)
             .map(|i| {
@@ -866,6 +894,8 @@ fn fault_actions() -> Vec<Action> {
             })
             .collect(),
     ));
+    actions.push(Action::Compact);
+    actions.extend((0..3).map(|_| fault_batch(&mut rng, &["a", "b"], false)));
     actions.push(Action::Flush);
     actions.push(Action::Checkpoint);
     actions

@@ -103,6 +103,15 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
         }
     }
     segment_ids.sort_unstable();
+    if segment_ids.last() == Some(&u32::MAX) {
+        // Only a file renamed by hand can have the last id: no segment could follow it.
+        // Refused before recovery changes anything on disk.
+        return Err(Error::Corrupt {
+            path: dir.join(segment::file_name(u32::MAX)),
+            offset: 0,
+            reason: "its segment id is the largest possible, so no segment can follow it".into(),
+        });
+    }
     hints.sort_unstable_by(|a, b| b.cmp(a));
     let table_dir = tables::read(vfs, dir)?.unwrap_or(TableDir { next_id: 1, tables: Vec::new() });
 
@@ -239,12 +248,8 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
     let (active, next_segment_id) = match newest.and_then(|id| opened.remove(&id)) {
         Some(o) => {
             let pos = o.segment.written();
-            // Only a file renamed by hand can have the last id: no segment could follow it.
-            let next = o.segment.id().checked_add(1).ok_or_else(|| Error::Corrupt {
-                path: o.segment.path().to_path_buf(),
-                offset: 0,
-                reason: "its segment id is the largest possible, so no segment can follow it".into(),
-            })?;
+            // Ids below the largest possible were checked above.
+            let next = o.segment.id().saturating_add(1);
             (Active { file: o.file, segment: o.segment, pos, file_len: pos }, next)
         }
         None => {

@@ -94,8 +94,9 @@ impl Run {
         // from the first block whose fence is > prefix on are larger.
         let after = self.fences.partition_point(|&f| f < prefix);
         let first_block = after.saturating_sub(1);
-        // Fences equal to the prefix are rare (keys sharing 8 bytes across blocks): step over.
-        let end_block = after + self.fences[after..].iter().take_while(|&&f| f <= prefix).count();
+        // Fences equal to the prefix (keys sharing their first 8 bytes over blocks: small
+        // integers in wide keys, a common string prefix) may be many: bisect past them.
+        let end_block = after + self.fences[after..].partition_point(|&f| f <= prefix);
         let start = first_block * BLOCK;
         let end = (end_block * BLOCK).min(self.entries.len()).max(start);
         // Within those blocks, the prefixes alone place the probe among keys of other
