@@ -1192,6 +1192,21 @@ fn i_preallocated_zeros_are_cut_at_sealing_close_and_recovery() {
     assert!(all.len() >= 3, "the log rotated: {} segments", all.len());
     // 400 batches of ~350 bytes: about 140 KB grown 8 KiB at a time, about 20 times.
     assert!((1..=40).contains(&grew), "files grew {grew} times in 400 small commits");
+    // A bulk load (at least 64 times the preallocation) gets a segment with room for zeros
+    // after it: the small commits that follow neither rotate the segment nor grow the file.
+    let bulk: Vec<Step> = (0..5u64).map(|i| put("a", format!("bulk{i}"), bytes(i, 120 << 10))).collect();
+    commit(&db, &bulk).expect("bulk load");
+    apply(&mut contents, &bulk);
+    let bulk_segment = segments(dir.path()).pop().expect("a segment");
+    let bulk_len = file_len(&bulk_segment);
+    for b in 400..410 {
+        let steps = small_batch(b, false);
+        commit(&db, &steps).expect("write after the bulk load");
+        apply(&mut contents, &steps);
+        assert_eq!(segments(dir.path()).pop().as_ref(), Some(&bulk_segment), "batch {b} rotated");
+        assert_eq!(file_len(&bulk_segment), bulk_len, "batch {b} grew the file");
+    }
+    let all = segments(dir.path());
     let newest = all.last().expect("a segment");
     let lengths: Vec<u64> = all.iter().map(|p| file_len(p)).collect();
 

@@ -143,8 +143,8 @@ pub struct Options {
     /// On reopen, drop damaged batches of sealed segments (reported in
     /// [`RecoveryReport`]) instead of failing with [`Error::Corrupt`]. Default `false`.
     pub repair: bool,
-    /// When a small batch (under 64 KiB) would grow the newest segment's file, write this
-    /// many zero bytes after it in the same call. Later small commits then land inside the
+    /// When a small batch (under 64 KiB), or one at least 64 times this size, would grow the
+    /// newest segment's file, write this many zero bytes after it in the same call. Later small commits then land inside the
     /// file instead of growing it, and their `fdatasync` need not also commit the file's new
     /// size to the file system's journal: about 1.5× faster durable single-key commits on
     /// ext4. Recovery reads zeros as the end of the log; a segment is cut back to its last
