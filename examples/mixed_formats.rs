@@ -93,6 +93,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         print!(" {year}={}", *pages);
     }
     println!();
+    // Values alone, when the keys are not needed: `values()` decodes none of them.
+    let mut total_pages = 0;
+    for pages in filings.range((acme.cik, 0)..(acme.cik + 1, 0))?.values() {
+        total_pages += *pages?;
+    }
+    println!("all filings of {}: {total_pages} pages", acme.cik);
 
     // A batch across all three tables: committed all or nothing.
     let newco = company::sample(8);
