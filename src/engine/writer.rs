@@ -166,9 +166,15 @@ const PREALLOCATE_BELOW: usize = 64 << 10;
 /// file (2.6 ms for the first of them, measured, before this).
 const PREALLOCATE_AFTER_RATIO: u64 = 64;
 
+/// Whether a batch of `len` bytes is a bulk load, followed by zeros in a segment with
+/// room for them.
+fn is_bulk(len: u64, preallocate: u64) -> bool {
+    preallocate > 0 && len >= PREALLOCATE_AFTER_RATIO * preallocate
+}
+
 /// Whether a batch of `len` bytes is followed by preallocated zeros.
 fn preallocates_after(len: u64, preallocate: u64) -> bool {
-    preallocate > 0 && (len < PREALLOCATE_BELOW as u64 || len >= PREALLOCATE_AFTER_RATIO * preallocate)
+    (preallocate > 0 && len < PREALLOCATE_BELOW as u64) || is_bulk(len, preallocate)
 }
 
 /// A batch is encoded and written this many bytes at a time (at least).
@@ -299,9 +305,9 @@ impl Writer {
 
     /// Encodes the batch and writes it from `base` on, a chunk at a time: a large batch
     /// goes through a buffer that stays in cache instead of one as large as itself. A small
-    /// batch that grows the file is followed by up to `preallocate` zeros (see
-    /// `Options::preallocate`); if the disk has no room for them, it is written again
-    /// without them. Records that reach the file before a failure are a torn batch, which
+    /// batch or a bulk load that grows the file is followed by up to `preallocate` zeros
+    /// (see [`preallocates_after`]); if the disk has no room for them, the last chunk is
+    /// written again without them. Records that reach the file before a failure are a torn batch, which
     /// recovery cuts. Returns where the batch ends and how many zeros follow it.
     fn write_batch(
         &mut self,
@@ -379,22 +385,16 @@ impl Writer {
         release_if_oversized(&mut self.order, ops.len());
         release_if_oversized(&mut self.value_offsets, ops.len());
         // Compaction copies stay in the order given: the caller maps them back by position.
-        let mut order = std::mem::take(&mut self.order);
         if seqs.is_none() {
-            write_order(ops, &mut order);
+            write_order(ops, &mut self.order);
         } else {
-            order.clear();
-            order.extend(0..ops.len());
+            self.order.clear();
+            self.order.extend(0..ops.len());
         }
-        self.order = order;
         let seq = self.next_seq;
         let worst = Self::batch_len_bound(ops, seqs, seq);
         if self.active.pos + worst > self.active.segment.capacity() {
-            let zeros = if worst >= PREALLOCATE_BELOW as u64 && preallocates_after(worst, place.preallocate) {
-                place.preallocate
-            } else {
-                0
-            };
+            let zeros = if is_bulk(worst, place.preallocate) { place.preallocate } else { 0 };
             self.rotate(place, worst + zeros)?;
         }
         let base = self.active.pos;
