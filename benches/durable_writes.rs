@@ -10,16 +10,20 @@
 //! ```
 //!
 //! Environment: `WRITES_N` pairs loaded first (default 1,000,000, as in `compare`),
-//! `WRITES_COMMITS` commits per system and round (default 500), `WRITES_ROUNDS` (default 9;
+//! `WRITES_COMMITS` commits per system and round (default 500), `WRITES_THREADS` threads
+//! that share them, each committing its own pairs one at a time (default 1; more measure
+//! group commit, where systems have it), `WRITES_ROUNDS` (default 9;
 //! the median round is reported), `WRITES_DIR` where the stores go (default a temporary
-//! directory under `bench-results/`). Keys are 24 random bytes, values 150, as in `compare`.
+//! directory under `bench-results/`), `WRITES_SYNC=0` to commit without syncing (each
+//! system's "no fsync" mode), which measures what a commit costs besides its fsync.
+//! Keys are 24 random bytes, values 150, as in `compare`.
 
 use std::path::Path;
 use std::time::Instant;
 
 use fjall::{KeyspaceCreateOptions, PersistMode, SingleWriterTxDatabase, SingleWriterTxKeyspace};
-use typed_kv::engine::{Db, Op, Options, Table as RawTable, ValueAlign};
-use typed_kv::{BytesFormat, StorageBuilder, Table};
+use typed_kv::engine::{Db, Op, Options, SyncMode, Table as RawTable, ValueAlign};
+use typed_kv::{BytesFormat, Durability, StorageBuilder, Table};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -27,9 +31,10 @@ mod support;
 use support::{env_usize, random_pair, work_dir, Res};
 
 /// A store that commits one pair durably.
-trait Durable {
+trait Durable: Sync {
     fn load(&mut self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Res<()>;
-    fn commit_one(&mut self, key: &[u8], value: &[u8]) -> Res<()>;
+    /// Called from `WRITES_THREADS` threads at once.
+    fn commit_one(&self, key: &[u8], value: &[u8]) -> Res<()>;
 }
 
 struct Typed(Table<Vec<u8>, Vec<u8>, BytesFormat, BytesFormat>);
@@ -39,7 +44,7 @@ impl Durable for Typed {
         Ok(self.0.put_all(pairs.iter().map(|(k, v)| (k, v)))?)
     }
 
-    fn commit_one(&mut self, key: &[u8], value: &[u8]) -> Res<()> {
+    fn commit_one(&self, key: &[u8], value: &[u8]) -> Res<()> {
         Ok(self.0.put(&key.to_vec(), &value.to_vec())?)
     }
 }
@@ -55,13 +60,14 @@ impl Durable for Raw {
         Ok(self.0.write(&ops)?)
     }
 
-    fn commit_one(&mut self, key: &[u8], value: &[u8]) -> Res<()> {
+    fn commit_one(&self, key: &[u8], value: &[u8]) -> Res<()> {
         Ok(self.0.write(&[Op::Put { table: &self.1, key, value, align: ValueAlign::Packed }])?)
     }
 }
 
-/// As in `compare`: a single-writer transaction per commit, then `persist(SyncAll)`.
-struct Fjall(SingleWriterTxDatabase, SingleWriterTxKeyspace);
+/// As in `compare`: a single-writer transaction per commit, then `persist(SyncAll)` (unless
+/// `WRITES_SYNC=0`).
+struct Fjall(SingleWriterTxDatabase, SingleWriterTxKeyspace, bool);
 
 impl Durable for Fjall {
     fn load(&mut self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Res<()> {
@@ -73,11 +79,14 @@ impl Durable for Fjall {
         Ok(self.0.persist(PersistMode::SyncAll)?)
     }
 
-    fn commit_one(&mut self, key: &[u8], value: &[u8]) -> Res<()> {
+    fn commit_one(&self, key: &[u8], value: &[u8]) -> Res<()> {
         let mut txn = self.0.write_tx();
         txn.insert(&self.1, key, value);
         txn.commit()?;
-        Ok(self.0.persist(PersistMode::SyncAll)?)
+        if self.2 {
+            self.0.persist(PersistMode::SyncAll)?;
+        }
+        Ok(())
     }
 }
 
@@ -95,21 +104,23 @@ impl Durable for Rocks {
         Ok(self.0.write_opt(batch, &self.1)?)
     }
 
-    fn commit_one(&mut self, key: &[u8], value: &[u8]) -> Res<()> {
+    fn commit_one(&self, key: &[u8], value: &[u8]) -> Res<()> {
         let mut batch = rocksdb::WriteBatch::default();
         batch.put(key, value);
         Ok(self.0.write_opt(batch, &self.1)?)
     }
 }
 
-fn open_all(dir: &Path) -> Res<Vec<(&'static str, Box<dyn Durable>)>> {
-    let storage = StorageBuilder::new(dir.join("typed")).build()?;
+fn open_all(dir: &Path, sync: bool) -> Res<Vec<(&'static str, Box<dyn Durable>)>> {
+    let durability = if sync { Durability::Immediate } else { Durability::None };
+    let storage = StorageBuilder::new(dir.join("typed")).with_durability(durability).build()?;
     let table = storage
         .new_table::<Vec<u8>, Vec<u8>>("x")
         .with_key_format(BytesFormat::new())
         .with_value_format(BytesFormat::new())
         .build()?;
-    let db = Db::open(dir.join("raw"), Options::default())?;
+    let sync_mode = if sync { SyncMode::Always } else { SyncMode::Never };
+    let db = Db::open(dir.join("raw"), Options { sync: sync_mode, ..Options::default() })?;
     let raw_table = db.table("x")?;
     let fjall = SingleWriterTxDatabase::builder(dir.join("fjall")).open()?;
     let keyspace = fjall.keyspace("x", KeyspaceCreateOptions::default)?;
@@ -117,16 +128,17 @@ fn open_all(dir: &Path) -> Res<Vec<(&'static str, Box<dyn Durable>)>> {
     let mut systems: Vec<(&'static str, Box<dyn Durable>)> = vec![
         ("tkv-native-bytes", Box::new(Typed(table))),
         ("native-engine", Box::new(Raw(db, raw_table))),
-        ("fjall", Box::new(Fjall(fjall, keyspace))),
+        ("fjall", Box::new(Fjall(fjall, keyspace, sync))),
     ];
     #[cfg(feature = "rocksdb")]
     {
         let mut options = rocksdb::Options::default();
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         options.create_if_missing(true);
-        let mut sync = rocksdb::WriteOptions::default();
-        sync.set_sync(true);
-        systems.push(("rocksdb", Box::new(Rocks(rocksdb::DB::open(&options, dir.join("rocksdb"))?, sync))));
+        let mut write_options = rocksdb::WriteOptions::default();
+        write_options.set_sync(sync);
+        let db = rocksdb::DB::open(&options, dir.join("rocksdb"))?;
+        systems.push(("rocksdb", Box::new(Rocks(db, write_options))));
     }
     Ok(systems)
 }
@@ -135,12 +147,14 @@ fn main() -> Res<()> {
     let n = env_usize("WRITES_N", 1_000_000)?;
     let commits = env_usize("WRITES_COMMITS", 500)?.max(1);
     let rounds = env_usize("WRITES_ROUNDS", 9)?.max(1);
+    let threads = env_usize("WRITES_THREADS", 1)?.max(1);
+    let sync = env_usize("WRITES_SYNC", 1)? != 0;
     let work = work_dir("WRITES_DIR")?;
     let dir = tempfile::Builder::new().prefix("durable-writes").tempdir_in(&work)?;
 
     let mut rng = fastrand::Rng::with_seed(5);
     let loaded: Vec<(Vec<u8>, Vec<u8>)> = (0..n).map(|_| random_pair(&mut rng)).collect();
-    let mut systems = open_all(dir.path())?;
+    let mut systems = open_all(dir.path(), sync)?;
     for (name, system) in &mut systems {
         let started = Instant::now();
         system.load(&loaded)?;
@@ -154,10 +168,25 @@ fn main() -> Res<()> {
         for turn in 0..systems.len() {
             let s = (round + turn) % systems.len();
             let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..commits).map(|_| random_pair(&mut rng)).collect();
+            let system = &*systems[s].1;
             let started = Instant::now();
-            for (key, value) in &pairs {
-                systems[s].1.commit_one(key, value)?;
-            }
+            std::thread::scope(|scope| -> Res<()> {
+                let workers: Vec<_> = pairs
+                    .chunks(commits.div_ceil(threads))
+                    .map(|share| {
+                        scope.spawn(move || -> Res<()> {
+                            for (key, value) in share {
+                                system.commit_one(key, value)?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                for worker in workers {
+                    worker.join().map_err(|_| "a committing thread panicked")??;
+                }
+                Ok(())
+            })?;
             times[s].push(started.elapsed().as_secs_f64() * 1e3);
         }
     }
@@ -175,7 +204,10 @@ fn main() -> Res<()> {
         .filter(|((name, _), _)| !name.starts_with("tkv"))
         .map(|(_, &ms)| ms)
         .fold(f64::INFINITY, f64::min);
-    println!("{commits} durable commits of one pair on {n} keys, median of {rounds} interleaved rounds:");
+    let kind = if sync { "durable" } else { "unsynced (WRITES_SYNC=0)" };
+    println!(
+        "{commits} {kind} commits of one pair from {threads} thread(s) on {n} keys, median of {rounds} interleaved rounds:"
+    );
     for (((name, _), ms), all) in systems.iter().zip(&medians).zip(&times) {
         println!(
             "  {name:<18} {ms:>6.1} ms ({:>5.1} µs a commit)  {:.2} × the fastest raw  rounds {all:.0?}",
