@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::backends::{open_engine, EngineOptions};
-use crate::catalog::{inspect_dir, sync_dir, write_marker, DirState, LOCK_FILE, MARKER_FILE};
+use crate::catalog::{inspect_dir, mark_wiping, sync_dir, write_marker, DirState, LOCK_FILE, MARKER_FILE};
 use crate::config::{DatabaseBackend, Durability, Recreate};
 use crate::error::{Result, StorageError};
 use crate::storage::Storage;
@@ -159,7 +159,9 @@ impl StorageBuilder {
         let lock = lock_dir(&path, backend)?;
 
         let wipe = match state {
-            None => true,
+            // A wipe cut short is finished, whatever the policy: it was asked for, and what
+            // it left is no longer a store.
+            None | Some(DirState::Wiping) => true,
             Some(DirState::Empty) => false,
             Some(DirState::Store(found)) if recreate == Recreate::Always => {
                 let _ = found;
@@ -209,6 +211,7 @@ fn existing_backend(path: &Path, chosen: Option<DatabaseBackend>) -> Result<Data
     }
     match inspect_dir(path)? {
         DirState::Empty => Err(not_found("the directory is empty")),
+        DirState::Wiping => Err(not_found("a wipe of the store there was cut short")),
         DirState::Store(found) => match chosen {
             Some(requested) if requested != found => Err(StorageError::BackendMismatch {
                 path: path.to_owned(),
@@ -268,6 +271,11 @@ const LOCK_RETRY_FOR: std::time::Duration = std::time::Duration::from_millis(250
 
 /// Deletes everything in a store directory but its lock file.
 fn wipe_store(dir: &Path) -> Result<()> {
+    // First the marker says "being wiped": a wipe cut short then leaves a directory that
+    // every later open wipes again, never a part of a store that opens as a whole one.
+    if dir.join(MARKER_FILE).is_file() {
+        mark_wiping(dir)?;
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("listing", dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| StorageError::io("listing", dir, e))?;
@@ -282,9 +290,9 @@ fn wipe_store(dir: &Path) -> Result<()> {
         };
         removed.map_err(|e| StorageError::io("removing", &p, e))?;
     }
-    // The marker goes last, once the rest is durably gone: a wipe cut short leaves a marked
-    // store (wiped again by the next `Recreate::Always`), never unmarked leftovers that
-    // typed-kv would refuse to touch as a foreign directory.
+    // The marker goes last, once the rest is durably gone: a wipe cut short leaves a store
+    // marked as being wiped, never unmarked leftovers that typed-kv would refuse to touch
+    // as a foreign directory.
     sync_dir(dir)?;
     let marker = dir.join(MARKER_FILE);
     match std::fs::remove_file(&marker) {

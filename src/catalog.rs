@@ -22,6 +22,9 @@ pub(crate) const LOCK_FILE: &str = "typed-kv.lock";
 const MARKER_TMP_FILE: &str = "typed-kv.meta.tmp";
 /// The marker's first line.
 const MARKER_MAGIC: &str = "typed-kv store";
+/// The marker's first line while the store is being wiped. It differs from
+/// [`MARKER_MAGIC`] so that no reader of the plain marker takes a half-wiped store for a store.
+const WIPING_MAGIC: &str = "typed-kv store being wiped";
 /// Version of the directory layout and catalog encoding.
 const LAYOUT_VERSION: u32 = 1;
 /// The internal table holding stamps, keyed by table name.
@@ -124,6 +127,9 @@ pub(crate) enum DirState {
     Empty,
     /// A typed-kv store of this backend.
     Store(DatabaseBackend),
+    /// A typed-kv store whose wipe was cut short (its marker says so): what is left of it
+    /// is no store, and the next open finishes the wipe.
+    Wiping,
 }
 
 /// Reads the marker of `dir`, or recognises what else is there.
@@ -144,7 +150,7 @@ pub(crate) fn inspect_dir(dir: &Path) -> Result<DirState> {
     }
     let marker = dir.join(MARKER_FILE);
     match std::fs::read_to_string(&marker) {
-        Ok(text) => parse_marker(dir, &text).map(DirState::Store),
+        Ok(text) => parse_marker(dir, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let entries: Vec<String> = std::fs::read_dir(dir)
                 .map_err(|e| StorageError::io("listing", dir, e))?
@@ -197,11 +203,13 @@ fn foreign_dir(dir: &Path, entries: &[String]) -> StorageError {
     }
 }
 
-fn parse_marker(dir: &Path, text: &str) -> Result<DatabaseBackend> {
+fn parse_marker(dir: &Path, text: &str) -> Result<DirState> {
     let bad = |reason: String| StorageError::NotAStore { path: dir.to_owned(), reason };
     let mut lines = text.lines();
-    if lines.next() != Some(MARKER_MAGIC) {
-        return Err(bad(format!("{MARKER_FILE} does not start with `{MARKER_MAGIC}`")));
+    match lines.next() {
+        Some(MARKER_MAGIC) => {}
+        Some(WIPING_MAGIC) => return Ok(DirState::Wiping),
+        _ => return Err(bad(format!("{MARKER_FILE} does not start with `{MARKER_MAGIC}`"))),
     }
     let mut backend = None;
     let mut layout = None;
@@ -218,13 +226,25 @@ fn parse_marker(dir: &Path, text: &str) -> Result<DatabaseBackend> {
     }
     let name = backend.ok_or_else(|| bad(format!("{MARKER_FILE} names no backend")))?;
     DatabaseBackend::from_name(&name)
+        .map(DirState::Store)
         .ok_or_else(|| bad(format!("{MARKER_FILE} names an unknown backend `{name}`")))
 }
 
-/// Writes the marker atomically (temporary file, fsync, rename, fsync of the directory).
+/// Writes the marker of a `backend` store atomically.
 pub(crate) fn write_marker(dir: &Path, backend: DatabaseBackend) -> Result<()> {
-    use std::io::Write;
     let text = format!("{MARKER_MAGIC}\nlayout {LAYOUT_VERSION}\nbackend {}\n", backend.name());
+    replace_marker(dir, &text)
+}
+
+/// Marks the store as being wiped, atomically: from now on it opens as [`DirState::Wiping`]
+/// until a new marker is written, so a wipe cut short is finished, never taken for a store.
+pub(crate) fn mark_wiping(dir: &Path) -> Result<()> {
+    replace_marker(dir, &format!("{WIPING_MAGIC}\nlayout {LAYOUT_VERSION}\n"))
+}
+
+/// Replaces the marker with `text`: temporary file, fsync, rename, fsync of the directory.
+fn replace_marker(dir: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
     let tmp = dir.join(MARKER_TMP_FILE);
     let mut file = std::fs::File::create(&tmp).map_err(|e| StorageError::io("creating", &tmp, e))?;
     file.write_all(text.as_bytes()).map_err(|e| StorageError::io("writing", &tmp, e))?;
