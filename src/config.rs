@@ -82,7 +82,8 @@ pub enum Recreate {
     /// (formats, types or schema version) is an error.
     #[default]
     IfMissing,
-    /// Delete everything at the path and start empty.
+    /// Delete everything at the path and start empty. A wipe cut short by a crash is
+    /// finished by the next open, whatever its policy: the store never reopens half deleted.
     Always,
     /// Like `IfMissing`, but a table stamped with a lower schema version than requested is
     /// cleared and restamped; a higher stored version is an error (code older than data).
