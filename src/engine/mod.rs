@@ -616,6 +616,7 @@ impl Inner {
     fn merge_index(&self, idle: bool) {
         let jobs: Vec<(u32, table_map::MergeJob)> = {
             let mut w = self.writer.lock();
+            let w = &mut *w;
             w.merge_due = false;
             let ids: Vec<u32> = w.working.tables.keys().copied().collect();
             ids.into_iter()
@@ -624,7 +625,7 @@ impl Inner {
                     if !(idle && state.map.has_recent() || state.map.merge_due()) {
                         return None;
                     }
-                    Some((id, state.map.freeze()?))
+                    Some((id, state.map.freeze(&mut w.usage)?))
                 })
                 .collect()
         };

@@ -8,7 +8,14 @@
 //! A run never changes once made, so a reader's version keeps its runs as long as it
 //! likes, and nobody waits for anybody.
 //!
-//! Lookups try the recent runs newest first, each behind a Bloom filter, then the base. A
+//! The smallest commits (a few keys) do not even make a run: their entries are appended to
+//! the map's *tail*, a fixed array of slots shared by every version made since it began,
+//! where a version sees the slots filled before it was made (a slot never changes once
+//! filled). A full tail is sorted into a run. A commit of one key thus costs a slot, not the
+//! copy of a small run and the making of its search arrays and filter.
+//!
+//! Lookups try the tail newest first, then the recent runs newest first, each behind a Bloom
+//! filter, then the base. A
 //! search in a run bisects its fences (the first 8 key bytes of every 64th entry) to a block,
 //! counts the block's prefixes (the first 8 bytes of each key, kept apart from the entries)
 //! below the key's, and compares whole keys only where prefixes are equal. A delete in a recent run is a tombstone entry; merging into the base drops it.
@@ -19,6 +26,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
 
 use super::index::{IndexKey, Loc, Probe, Usage};
@@ -43,6 +51,16 @@ const BACKGROUND_MERGE: usize = 4096;
 /// Bloom filter bits per entry of a recent run (three bits set per key, in one word: about
 /// 3 % false positives).
 const FILTER_BITS_PER_ENTRY: usize = 10;
+/// Slots of a tail.
+#[cfg(not(test))]
+const TAIL_SLOTS: usize = 128;
+#[cfg(test)]
+const TAIL_SLOTS: usize = 6;
+/// A commit of at most this many entries (per table) goes to the tail; larger ones make a
+/// run.
+const TAIL_BATCH: usize = 4;
+/// Words of a tail's filter: [`FILTER_BITS_PER_ENTRY`] bits per slot.
+const TAIL_FILTER_WORDS: usize = (TAIL_SLOTS * FILTER_BITS_PER_ENTRY).div_ceil(64).next_power_of_two();
 
 /// An index entry: a key and where its value lies, or `None` for a delete that hides an
 /// older entry (only in recent runs).
@@ -162,6 +180,129 @@ impl Run {
     }
 }
 
+/// The entries of the newest small commits, in commit order, in slots that are filled one
+/// by one and never change once filled. Every version made since the tail began shares it
+/// and sees the slots filled before it was made ([`TailView::len`]).
+struct Tail {
+    slots: Box<[OnceLock<Entry>]>,
+    /// The prefix of each filled slot's key, scanned before any key is compared.
+    prefixes: Box<[AtomicU64]>,
+    /// A Bloom filter of the filled slots' keys. Bits are only ever added, so a version may
+    /// see bits of later slots: false positives, never false negatives.
+    filter: Box<[AtomicU64]>,
+}
+
+impl Tail {
+    fn new() -> Tail {
+        Tail {
+            slots: (0..TAIL_SLOTS).map(|_| OnceLock::new()).collect(),
+            prefixes: (0..TAIL_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            filter: (0..TAIL_FILTER_WORDS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Fills slot `i` with `entry`; `Err` gives the entry back if the slot was filled already
+    /// (by another copy of the map: then the caller starts a tail of its own).
+    fn fill(&self, i: usize, entry: Entry) -> Result<(), Entry> {
+        let (prefix, hash) = (entry.key.prefix(), hash_key(entry.key.as_bytes()));
+        self.slots.get(i).ok_or_else(|| entry.clone())?.set(entry)?;
+        // Relaxed: a reader sees these through the version it loaded, which was published
+        // (with release) after this write.
+        self.prefixes[i].store(prefix, AtomicOrdering::Relaxed);
+        self.filter[(hash >> 40) as usize & (TAIL_FILTER_WORDS - 1)]
+            .fetch_or(filter_bits(hash), AtomicOrdering::Relaxed);
+        Ok(())
+    }
+}
+
+/// A version's view of a [`Tail`]: its first `len` slots, all filled.
+#[derive(Clone)]
+struct TailView {
+    tail: Arc<Tail>,
+    len: usize,
+    /// The slots sorted by key, newest entry per key, made on first demand (ranges, `len`).
+    sorted: Arc<OnceLock<Vec<Entry>>>,
+}
+
+impl TailView {
+    /// The visible entries, oldest first.
+    fn entries(&self) -> impl DoubleEndedIterator<Item = &Entry> + '_ {
+        self.tail.slots[..self.len].iter().filter_map(OnceLock::get)
+    }
+
+    /// The entry of `probe`'s key in the newest slot that holds it.
+    #[inline]
+    fn find(&self, probe: &Probe<'_>, hash: u64) -> Option<&Entry> {
+        let word =
+            self.tail.filter[(hash >> 40) as usize & (TAIL_FILTER_WORDS - 1)].load(AtomicOrdering::Relaxed);
+        let bits = filter_bits(hash);
+        if word & bits != bits {
+            return None;
+        }
+        let prefix = probe.prefix();
+        (0..self.len).rev().find_map(|i| {
+            if self.tail.prefixes[i].load(AtomicOrdering::Relaxed) != prefix {
+                return None;
+            }
+            self.tail.slots[i].get().filter(|e| e.key.as_bytes() == probe.bytes())
+        })
+    }
+
+    /// The visible entries sorted by key, each key once (its newest entry).
+    fn sorted(&self) -> &[Entry] {
+        self.sorted.get_or_init(|| sort_newest(self.entries().cloned().collect(), &mut |_, _| {}))
+    }
+
+    /// Heap bytes of the tail (shared with other versions: counted by each).
+    fn heap_bytes(&self) -> usize {
+        TAIL_SLOTS * (std::mem::size_of::<OnceLock<Entry>>() + 8)
+            + TAIL_FILTER_WORDS * 8
+            + self.entries().map(|e| e.key.heap_bytes()).sum::<usize>()
+    }
+}
+
+/// The entries of sorted `entries` within the bounds (a short list: plain bisection).
+fn slice_of<'e>(entries: &'e [Entry], lower: Bound<&Probe<'_>>, upper: Bound<&Probe<'_>>) -> &'e [Entry] {
+    let at = |probe: &Probe<'_>, or_equal: bool| {
+        entries.partition_point(|e| match e.key.as_bytes().cmp(probe.bytes()) {
+            Ordering::Less => true,
+            Ordering::Equal => or_equal,
+            Ordering::Greater => false,
+        })
+    };
+    let start = match lower {
+        Bound::Included(p) => at(p, false),
+        Bound::Excluded(p) => at(p, true),
+        Bound::Unbounded => 0,
+    };
+    let end = match upper {
+        Bound::Included(p) => at(p, true),
+        Bound::Excluded(p) => at(p, false),
+        Bound::Unbounded => entries.len(),
+    };
+    entries.get(start..end).unwrap_or(&[])
+}
+
+/// `entries` (in commit order) sorted by key, each key once with its newest entry; the
+/// older entries of a key that are puts go to `uncount`.
+fn sort_newest(mut entries: Vec<Entry>, uncount: &mut impl FnMut(usize, &Loc)) -> Vec<Entry> {
+    // Stable: on one key, entries stay in commit order and the last one wins.
+    entries.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match out.last_mut() {
+            Some(last) if last.key == entry.key => {
+                if let Some(old) = &last.loc {
+                    uncount(last.key.as_bytes().len(), old);
+                }
+                *last = entry;
+            }
+            _ => out.push(entry),
+        }
+    }
+    out
+}
+
 /// The three bits of a filter word that `hash` sets.
 #[inline]
 fn filter_bits(hash: u64) -> u64 {
@@ -214,7 +355,9 @@ pub(crate) struct TableMap {
     /// The oldest runs of `recent` that a background merge is folding into the base: later
     /// commits do not merge into them.
     frozen: usize,
-    /// The number of keys, counted on first demand when `recent` is not empty.
+    /// The newest small commits, newer than every run.
+    tail: Option<TailView>,
+    /// The number of keys, counted on first demand when `recent` or `tail` is not empty.
     len: Arc<OnceLock<usize>>,
 }
 
@@ -223,6 +366,7 @@ impl fmt::Debug for TableMap {
         f.debug_struct("TableMap")
             .field("base", &self.base.len())
             .field("recent", &self.recent.iter().map(|r| r.len()).collect::<Vec<_>>())
+            .field("tail", &self.tail.as_ref().map_or(0, |t| t.len))
             .finish()
     }
 }
@@ -243,8 +387,11 @@ impl TableMap {
     #[inline]
     pub(crate) fn get(&self, key: &[u8]) -> Option<Loc> {
         let probe = Probe::new(key);
-        if !self.recent.is_empty() {
+        if !self.recent.is_empty() || self.tail.is_some() {
             let hash = hash_key(key);
+            if let Some(entry) = self.tail.as_ref().and_then(|t| t.find(&probe, hash)) {
+                return entry.loc;
+            }
             for run in self.recent.iter().rev() {
                 if run.may_contain(hash) {
                     if let Some(entry) = run.find(&probe) {
@@ -264,7 +411,7 @@ impl TableMap {
     /// The number of keys: immediate when the recent runs are merged, else counted once per
     /// version (a lookup in the base per recent entry).
     pub(crate) fn len(&self) -> usize {
-        if self.recent.is_empty() {
+        if self.recent.is_empty() && self.tail.is_none() {
             return self.base.len();
         }
         *self.len.get_or_init(|| {
@@ -290,10 +437,13 @@ impl TableMap {
     pub(crate) fn range(&self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Iter<'_> {
         let (lower, upper) = (lower.map(Probe::new), upper.map(Probe::new));
         let base = self.base.slice(lower.as_ref(), upper.as_ref());
-        if self.recent.is_empty() {
+        if self.recent.is_empty() && self.tail.is_none() {
             return Iter::Base(base.iter());
         }
-        let mut heads = Vec::with_capacity(self.recent.len() + 1);
+        let mut heads = Vec::with_capacity(self.recent.len() + 2);
+        if let Some(tail) = &self.tail {
+            heads.push(slice_of(tail.sorted(), lower.as_ref(), upper.as_ref()));
+        }
         for run in self.recent.iter().rev() {
             heads.push(run.slice(lower.as_ref(), upper.as_ref()));
         }
@@ -307,6 +457,7 @@ impl TableMap {
         std::iter::once(&self.base)
             .chain(&self.recent)
             .flat_map(|run| run.entries.iter())
+            .chain(self.tail.iter().flat_map(TailView::entries))
             .filter_map(|e| Some((&e.key, e.loc.as_ref()?)))
     }
 
@@ -314,6 +465,7 @@ impl TableMap {
     pub(crate) fn heap_bytes(&self) -> usize {
         std::iter::once(&self.base).chain(&self.recent).map(|r| r.heap_bytes()).sum::<usize>()
             + self.recent.capacity() * 8
+            + self.tail.as_ref().map_or(0, TailView::heap_bytes)
     }
 
     /// Adds a commit's changes: `entries` sorted by key, each key once, newer than every
@@ -323,11 +475,77 @@ impl TableMap {
             return;
         }
         self.len = Arc::default();
-        if self.base.len() == 0 && self.recent.is_empty() && entries.iter().all(|e| e.loc.is_some()) {
+        if self.base.len() == 0
+            && self.recent.is_empty()
+            && self.tail.is_none()
+            && entries.len() > TAIL_BATCH
+            && entries.iter().all(|e| e.loc.is_some())
+        {
             // A first load becomes the base as it is.
             self.base = Arc::new(Run::new(entries, false));
             return;
         }
+        if entries.len() <= TAIL_BATCH {
+            let entries = match self.append_to_tail(entries) {
+                Ok(()) => return,
+                Err(rest) => rest,
+            };
+            // No room (or the slots were taken by another copy of the map): a new tail.
+            self.seal_tail(usage);
+            if let Err(rest) = self.append_to_tail(entries) {
+                self.push_run(rest, usage);
+            }
+            return;
+        }
+        self.seal_tail(usage);
+        self.push_run(entries, usage);
+    }
+
+    /// Appends `entries` (one commit's) to the tail, starting one if there is none; gives
+    /// them back if they do not all fit. Nothing is appended then.
+    fn append_to_tail(&mut self, entries: Vec<Entry>) -> Result<(), Vec<Entry>> {
+        let view = self.tail.get_or_insert_with(|| TailView {
+            tail: Arc::new(Tail::new()),
+            len: 0,
+            sorted: Arc::default(),
+        });
+        if view.len + entries.len() > TAIL_SLOTS {
+            return Err(entries);
+        }
+        let start = view.len;
+        let mut entries = entries.into_iter();
+        while let Some(entry) = entries.next() {
+            if let Err(entry) = view.tail.fill(view.len, entry) {
+                // Another copy of this map filled the slot: the entries appended so far are
+                // in this view's slots, the others go back (with them, re-read from the slots).
+                let mut back: Vec<Entry> =
+                    view.tail.slots[start..view.len].iter().filter_map(|s| s.get().cloned()).collect();
+                back.push(entry);
+                back.extend(entries);
+                view.len = start;
+                if view.len == 0 {
+                    self.tail = None;
+                }
+                return Err(back);
+            }
+            view.len += 1;
+        }
+        view.sorted = Arc::default();
+        Ok(())
+    }
+
+    /// Turns the tail into a recent run.
+    fn seal_tail(&mut self, usage: &mut Usage) {
+        let Some(view) = self.tail.take() else { return };
+        let entries = sort_newest(view.entries().cloned().collect(), &mut uncount(usage));
+        if !entries.is_empty() {
+            self.push_run(entries, usage);
+        }
+    }
+
+    /// Adds `entries` (sorted, each key once, newer than every run) as a recent run, and
+    /// merges runs as the binary counter says.
+    fn push_run(&mut self, entries: Vec<Entry>, usage: &mut Usage) {
         self.recent_entries += entries.len();
         self.recent.push(Arc::new(Run::new(entries, true)));
         while let [.., older, newer] = &self.recent[self.frozen..] {
@@ -346,6 +564,7 @@ impl TableMap {
 
     /// Merges every recent run into the base, now.
     pub(crate) fn merge_recent(&mut self, usage: &mut Usage) {
+        self.seal_tail(usage);
         let job = MergeJob { base: Arc::clone(&self.base), runs: std::mem::take(&mut self.recent) };
         self.base = job.fold(&mut uncount(usage));
         self.recent_entries = 0;
@@ -358,15 +577,20 @@ impl TableMap {
         self.frozen == 0 && self.recent_entries >= BACKGROUND_MERGE.max(self.base.len() / 32)
     }
 
-    /// Whether there are recent runs to merge.
+    /// Whether there are recent runs (or a tail) to merge.
     pub(crate) fn has_recent(&self) -> bool {
-        !self.recent.is_empty()
+        !self.recent.is_empty() || self.tail.is_some()
     }
 
-    /// Freezes the recent runs for a background merge ([`MergeJob::run`], then
-    /// [`install`](Self::install)); `None` if there are none or a merge is under way.
-    pub(crate) fn freeze(&mut self) -> Option<MergeJob> {
-        if self.recent.is_empty() || self.frozen > 0 {
+    /// Freezes the recent runs (the tail sealed into one first) for a background merge
+    /// ([`MergeJob::run`], then [`install`](Self::install)); `None` if there are none or a
+    /// merge is under way.
+    pub(crate) fn freeze(&mut self, usage: &mut Usage) -> Option<MergeJob> {
+        if self.frozen > 0 {
+            return None;
+        }
+        self.seal_tail(usage);
+        if self.recent.is_empty() {
             return None;
         }
         self.frozen = self.recent.len();
@@ -397,7 +621,8 @@ impl TableMap {
 
     /// The recent runs merged: each key once, its newest entry, tombstones included.
     fn recent_merged(&self) -> impl Iterator<Item = (&IndexKey, Option<&Loc>)> {
-        let heads = self.recent.iter().rev().map(|r| &r.entries[..]).collect();
+        let tail = self.tail.iter().map(|t| t.sorted());
+        let heads = tail.chain(self.recent.iter().rev().map(|r| &r.entries[..])).collect();
         MergeAll(Merge { heads })
     }
 }
@@ -572,7 +797,12 @@ mod tests {
     /// Batches of (key, put or delete), each with what to do after it: nothing, freeze the
     /// recent runs for a background merge, or install the merge frozen earlier.
     fn batches() -> impl Strategy<Value = Vec<(Batch, u8)>> {
-        let batch = proptest::collection::vec((keys(), any::<bool>()), 1..40);
+        // Half the commits small enough for the tail.
+        let entry = || (keys(), any::<bool>());
+        let batch = prop_oneof![
+            proptest::collection::vec(entry(), 1..=TAIL_BATCH),
+            proptest::collection::vec(entry(), 1..40)
+        ];
         proptest::collection::vec((batch, 0..4u8), 1..40)
     }
 
@@ -636,12 +866,12 @@ mod tests {
                     prop_assert_eq!(map.get(key), model.get(key).copied());
                 }
                 match then {
-                    1 => job = job.or_else(|| map.freeze()),
+                    1 => job = job.or_else(|| map.freeze(&mut usage)),
                     2 => {
                         if let Some(job) = job.take() {
                             let merged: Merged = job.run();
                             map.install(merged, &mut usage);
-                            prop_assert!(map.freeze().is_some() || !map.has_recent());
+                            prop_assert!(map.freeze(&mut usage).is_some() || !map.has_recent());
                             job_reset(&mut map);
                         }
                     }
@@ -700,6 +930,33 @@ mod tests {
     }
 
     #[test]
+    fn copies_of_a_map_that_append_to_one_tail_each_keep_their_own_entries() {
+        let entry = |i: u64, seq: u64| Entry { key: IndexKey::new(&i.to_be_bytes()), loc: Some(loc(seq, i)) };
+        let mut usage = Usage::default();
+        let mut a = TableMap::new();
+        a.apply(vec![entry(1, 1)], &mut usage);
+        let mut b = a.clone();
+        let snapshot = a.clone();
+        // Both copies append after the same slot: the second finds it taken and starts its
+        // own tail.
+        a.apply(vec![entry(2, 2), entry(3, 2)], &mut usage);
+        b.apply(vec![entry(4, 3)], &mut usage);
+        b.apply(vec![entry(5, 4)], &mut usage);
+        let keys = |m: &TableMap| m.iter().map(|(k, _)| k.as_bytes().to_vec()).collect::<Vec<_>>();
+        let be = |i: u64| i.to_be_bytes().to_vec();
+        assert_eq!(keys(&a), vec![be(1), be(2), be(3)]);
+        assert_eq!(keys(&b), vec![be(1), be(4), be(5)]);
+        assert_eq!(keys(&snapshot), vec![be(1)]);
+        assert_eq!(a.get(&4u64.to_be_bytes()), None);
+        assert_eq!(b.get(&2u64.to_be_bytes()), None);
+        assert_eq!((a.len(), b.len(), snapshot.len()), (3, 3, 1));
+        // A copy whose append is cut short by a taken slot gets its entries back whole.
+        let mut c = snapshot.clone();
+        c.apply(vec![entry(6, 5), entry(7, 5)], &mut usage);
+        assert_eq!(keys(&c), vec![be(1), be(6), be(7)]);
+    }
+
+    #[test]
     fn a_background_merge_installs_under_later_commits_and_is_dropped_after_a_clear() {
         let key = |i: u64| IndexKey::new(&i.to_be_bytes());
         let run = |seq: u64, keys: std::ops::Range<u64>| -> Vec<Entry> {
@@ -709,19 +966,20 @@ mod tests {
         let mut map = TableMap::new();
         map.apply(run(1, 0..20), &mut usage);
         map.apply(run(2, 10..15), &mut usage);
-        let job = map.freeze().expect("recent runs to merge");
-        assert!(map.freeze().is_none(), "one merge at a time");
+        let job = map.freeze(&mut usage).expect("recent runs to merge");
+        assert!(map.freeze(&mut usage).is_none(), "one merge at a time");
         map.apply(run(3, 12..13), &mut usage);
         map.apply(vec![Entry { key: key(0), loc: None }], &mut usage);
         assert!(map.install(job.run(), &mut usage));
         assert_eq!(map.base.len(), 20, "the frozen runs are in the base");
-        assert_eq!(map.recent.iter().map(|r| r.len()).sum::<usize>(), 2, "later commits stay recent");
+        let tail = map.tail.as_ref().map_or(0, |t| t.len);
+        assert_eq!(map.recent.iter().map(|r| r.len()).sum::<usize>() + tail, 2, "later commits stay recent");
         assert_eq!(map.len(), 19);
         assert_eq!(map.get(&12u64.to_be_bytes()), Some(loc(3, 12)));
         assert_eq!(map.get(&11u64.to_be_bytes()), Some(loc(2, 11)));
         assert_eq!(map.get(&0u64.to_be_bytes()), None);
 
-        let job = map.freeze().expect("recent runs to merge");
+        let job = map.freeze(&mut usage).expect("recent runs to merge");
         map = TableMap::new();
         map.apply(run(4, 0..1), &mut usage);
         assert!(!map.install(job.run(), &mut usage), "a merge of a cleared map is dropped");
