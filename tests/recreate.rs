@@ -170,7 +170,7 @@ fn on_validation_fail_rebuilds_a_destroyed_engine(backend: DatabaseBackend) {
     seed(backend, &path, 1);
     let engine = common::engine_dir(backend, &path);
     // Replace every engine file by garbage of the same name.
-    for entry in walk(&engine) {
+    for entry in common::files_under(&engine) {
         std::fs::write(&entry, vec![0xA5u8; 4096]).unwrap();
     }
     let refused = open_with(backend, &path, Recreate::IfMissing, 1).and_then(|s| counts(&s).map(|t| t.len()));
@@ -179,19 +179,6 @@ fn on_validation_fail_rebuilds_a_destroyed_engine(backend: DatabaseBackend) {
     let t = counts(&storage).unwrap();
     t.put(&9, &9).unwrap();
     assert_eq!(t.len().unwrap(), 1);
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_dir() {
-            files.extend(walk(&p));
-        } else {
-            files.push(p);
-        }
-    }
-    files
 }
 
 per_backend!(

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{engine_dir, open_with, Reaped};
+use common::{engine_dir, files_under, open_with, Reaped};
 use typed_kv::{
     BytesFormat, DatabaseBackend, OrderedFormat, Recreate, Storage, StorageBuilder, StorageError, Table,
 };
@@ -35,20 +35,6 @@ fn chunks(storage: &Storage) -> typed_kv::Result<Chunks> {
 /// The marker a wipe writes before deleting anything (the format of `docs/design.md`'s
 /// store layout; written by hand here to make the state a cut-short wipe leaves).
 const WIPING_MARKER: &str = "typed-kv store being wiped\nlayout 1\n";
-
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_dir() {
-            files.extend(files_under(&p));
-        } else {
-            files.push(p);
-        }
-    }
-    files.sort();
-    files
-}
 
 /// A store with data, then the state of its wipe cut short: the "being wiped" marker and
 /// half of the engine's files gone.

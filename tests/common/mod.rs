@@ -80,6 +80,21 @@ pub fn engine_dir(backend: DatabaseBackend, store: &Path) -> PathBuf {
     store.join(backend.name())
 }
 
+/// Every file under `dir`, in its subdirectories too, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            files.extend(files_under(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files.sort();
+    files
+}
+
 /// Writes `value` under `key` in `table` through the engine's own API, bypassing typed-kv.
 /// The store must be closed.
 pub fn raw_put(backend: DatabaseBackend, store: &Path, table: &str, key: &[u8], value: &[u8]) {
