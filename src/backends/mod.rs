@@ -365,6 +365,21 @@ pub(crate) trait Engine: Send + Sync {
     fn snapshot<'a>(&'a self) -> Result<Box<dyn EngineSnapshot + 'a>>;
     /// Applies every write of `batch`, all or none, with the storage's durability.
     fn write(&self, batch: &RawBatch) -> Result<()>;
+    /// Stores one pair in table `name` (whose handle is `table`), with the storage's
+    /// durability: a batch of one, which engines may write without making a batch.
+    fn put(&self, table: &TableHandle, name: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut batch = RawBatch::default();
+        let slot = batch.table_slot(name, table);
+        let key_start = batch.buffer().len();
+        batch.buffer().extend_from_slice(key);
+        let key_end = batch.buffer().len();
+        batch.align_buffer();
+        let value_start = batch.buffer().len();
+        batch.buffer().extend_from_slice(value);
+        let value_end = batch.buffer().len();
+        batch.push(slot, key_start..key_end, Some(value_start..value_end));
+        self.write(&batch)
+    }
     /// Removes `key`; whether it was there.
     fn remove(&self, table: &TableHandle, key: &[u8]) -> Result<bool>;
     /// Removes every key of the table, atomically.

@@ -202,6 +202,15 @@ impl Engine for NativeEngine {
         })
     }
 
+    /// One op, without the batch's buffers and table list.
+    fn put(&self, table: &TableHandle, _name: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let t = handle(table)?;
+        let table = self.for_write(t)?;
+        self.db
+            .write(&[Op::Put { table: &table, key, value, align: t.align }])
+            .map_err(|e| err(format!("writing a batch to table `{}`", t.name), e))
+    }
+
     fn remove(&self, table: &TableHandle, key: &[u8]) -> Result<bool> {
         let t = handle(table)?;
         let Some(table) = self.current(t) else { return Ok(false) };

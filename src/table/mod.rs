@@ -222,7 +222,12 @@ impl<K, V, KF, VF> fmt::Debug for Table<K, V, KF, VF> {
 thread_local! {
     /// Scratch space for encoding keys of point operations, so a `get` allocates nothing.
     static KEY_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// Scratch space for encoding the pair of a `put`.
+    static PAIR_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
+
+/// A pair buffer that grew past this (a huge value) is not kept for the thread's next put.
+const KEEP_PAIR_BUFFER: usize = 1 << 20;
 
 /// Converts a format error into a storage error for `table`.
 pub(crate) fn decode_error(
@@ -272,9 +277,10 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
     /// Stores `value` under `key`, replacing any previous value; durable on return with
     /// [`Durability::Immediate`](crate::Durability::Immediate).
     pub fn put(&self, key: &K, value: &V) -> Result<()> {
-        let mut batch = RawBatch::default();
-        self.inner.encode_put(&mut batch, key, value)?;
-        self.inner.storage.inner.engine.write(&batch)
+        let inner = &self.inner;
+        inner.with_pair(key, value, |key, value| {
+            inner.storage.inner.engine.put(&inner.handle, &inner.name, key, value)
+        })
     }
 
     /// Stores every pair in one atomic commit: after a crash, all or none are there.
@@ -429,6 +435,39 @@ impl<KF, VF> TableInner<KF, VF> {
         buf.clear();
         let result = self.encode_key(key, &mut buf).and_then(|()| f(&buf));
         KEY_BUFFER.set(buf);
+        result
+    }
+
+    /// Runs `f` on the encodings of `key` and `value`, made in this thread's reused pair
+    /// buffer, so a `put` allocates nothing of its own.
+    pub(crate) fn with_pair<K, V, R>(
+        &self,
+        key: &K,
+        value: &V,
+        f: impl FnOnce(&[u8], &[u8]) -> Result<R>,
+    ) -> Result<R>
+    where
+        KF: KeyFormat<K>,
+        VF: ValueFormat<V>,
+    {
+        let mut buf = PAIR_BUFFER.take();
+        buf.clear();
+        let result = self.encode_key(key, &mut buf).and_then(|()| {
+            let key_end = buf.len();
+            // As in a batch: the value's encoding starts 16-aligned relative to the buffer.
+            buf.resize(key_end.next_multiple_of(16), 0);
+            let value_start = buf.len();
+            self.value_format.to_bytes(value, &mut buf).map_err(|source| StorageError::Encode {
+                table: self.name.clone(),
+                what: "value",
+                source,
+            })?;
+            self.too_large("value", buf.len() - value_start, MAX_VALUE_LEN)?;
+            f(&buf[..key_end], &buf[value_start..])
+        });
+        if buf.capacity() <= KEEP_PAIR_BUFFER {
+            PAIR_BUFFER.set(buf);
+        }
         result
     }
 
