@@ -456,14 +456,8 @@ impl<KF, VF> TableInner<KF, VF> {
             let key_end = buf.len();
             // As in a batch: the value's encoding starts 16-aligned relative to the buffer.
             buf.resize(key_end.next_multiple_of(16), 0);
-            let value_start = buf.len();
-            self.value_format.to_bytes(value, &mut buf).map_err(|source| StorageError::Encode {
-                table: self.name.clone(),
-                what: "value",
-                source,
-            })?;
-            self.too_large("value", buf.len() - value_start, MAX_VALUE_LEN)?;
-            f(&buf[..key_end], &buf[value_start..])
+            let value = self.encode_value(value, &mut buf)?;
+            f(&buf[..key_end], &buf[value])
         });
         if buf.capacity() <= KEEP_PAIR_BUFFER {
             PAIR_BUFFER.set(buf);
@@ -505,6 +499,21 @@ impl<KF, VF> TableInner<KF, VF> {
         self.too_large("key", out.len() - start, MAX_KEY_LEN)
     }
 
+    /// Appends the encoding of `value` to `out`; where it lies in `out`.
+    fn encode_value<V>(&self, value: &V, out: &mut Vec<u8>) -> Result<std::ops::Range<usize>>
+    where
+        VF: ValueFormat<V>,
+    {
+        let start = out.len();
+        self.value_format.to_bytes(value, out).map_err(|source| StorageError::Encode {
+            table: self.name.clone(),
+            what: "value",
+            source,
+        })?;
+        self.too_large("value", out.len() - start, MAX_VALUE_LEN)?;
+        Ok(start..out.len())
+    }
+
     pub(crate) fn decode_key<K>(&self, bytes: &[u8]) -> Result<K>
     where
         KF: KeyFormat<K>,
@@ -523,20 +532,13 @@ impl<KF, VF> TableInner<KF, VF> {
         let key_start = batch.buffer().len();
         self.encode_key(key, batch.buffer())?;
         let key_end = batch.buffer().len();
-        let value =
-            match value {
-                Some(value) => {
-                    batch.align_buffer();
-                    let start = batch.buffer().len();
-                    self.value_format.to_bytes(value, batch.buffer()).map_err(|source| {
-                        StorageError::Encode { table: self.name.clone(), what: "value", source }
-                    })?;
-                    let end = batch.buffer().len();
-                    self.too_large("value", end - start, MAX_VALUE_LEN)?;
-                    Some(start..end)
-                }
-                None => None,
-            };
+        let value = match value {
+            Some(value) => {
+                batch.align_buffer();
+                Some(self.encode_value(value, batch.buffer())?)
+            }
+            None => None,
+        };
         batch.push(slot, key_start..key_end, value);
         Ok(())
     }
