@@ -150,17 +150,7 @@ impl Run {
 
     /// The entries within the bounds.
     fn slice(&self, lower: Bound<&Probe<'_>>, upper: Bound<&Probe<'_>>) -> &[Entry] {
-        let start = match lower {
-            Bound::Included(p) => self.lower_bound(p),
-            Bound::Excluded(p) => self.upper_bound(p),
-            Bound::Unbounded => 0,
-        };
-        let end = match upper {
-            Bound::Included(p) => self.upper_bound(p),
-            Bound::Excluded(p) => self.lower_bound(p),
-            Bound::Unbounded => self.entries.len(),
-        };
-        self.entries.get(start..end).unwrap_or(&[])
+        slice_by(&self.entries, lower, upper, |p| self.lower_bound(p), |p| self.upper_bound(p))
     }
 
     /// Whether the key hashed to `hash` may be in this run.
@@ -261,7 +251,29 @@ impl TailView {
     }
 }
 
-/// The entries of sorted `entries` within the bounds (a short list: plain bisection).
+/// The entries of sorted `entries` within the bounds, given the index of the first entry
+/// not less than a probe (`lower_bound`) and of the first greater (`upper_bound`).
+fn slice_by<'e>(
+    entries: &'e [Entry],
+    lower: Bound<&Probe<'_>>,
+    upper: Bound<&Probe<'_>>,
+    lower_bound: impl Fn(&Probe<'_>) -> usize,
+    upper_bound: impl Fn(&Probe<'_>) -> usize,
+) -> &'e [Entry] {
+    let start = match lower {
+        Bound::Included(p) => lower_bound(p),
+        Bound::Excluded(p) => upper_bound(p),
+        Bound::Unbounded => 0,
+    };
+    let end = match upper {
+        Bound::Included(p) => upper_bound(p),
+        Bound::Excluded(p) => lower_bound(p),
+        Bound::Unbounded => entries.len(),
+    };
+    entries.get(start..end).unwrap_or(&[])
+}
+
+/// [`slice_by`] on a short sorted list (a tail's): plain bisection on whole keys.
 fn slice_of<'e>(entries: &'e [Entry], lower: Bound<&Probe<'_>>, upper: Bound<&Probe<'_>>) -> &'e [Entry] {
     let at = |probe: &Probe<'_>, or_equal: bool| {
         entries.partition_point(|e| match e.key.as_bytes().cmp(probe.bytes()) {
@@ -270,17 +282,7 @@ fn slice_of<'e>(entries: &'e [Entry], lower: Bound<&Probe<'_>>, upper: Bound<&Pr
             Ordering::Greater => false,
         })
     };
-    let start = match lower {
-        Bound::Included(p) => at(p, false),
-        Bound::Excluded(p) => at(p, true),
-        Bound::Unbounded => 0,
-    };
-    let end = match upper {
-        Bound::Included(p) => at(p, true),
-        Bound::Excluded(p) => at(p, false),
-        Bound::Unbounded => entries.len(),
-    };
-    entries.get(start..end).unwrap_or(&[])
+    slice_by(entries, lower, upper, |p| at(p, false), |p| at(p, true))
 }
 
 /// `entries` (in commit order) sorted by key, each key once with its newest entry; the
@@ -288,19 +290,24 @@ fn slice_of<'e>(entries: &'e [Entry], lower: Bound<&Probe<'_>>, upper: Bound<&Pr
 fn sort_newest(mut entries: Vec<Entry>, uncount: &mut impl FnMut(usize, &Loc)) -> Vec<Entry> {
     // Stable: on one key, entries stay in commit order and the last one wins.
     entries.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
-    for entry in entries {
-        match out.last_mut() {
-            Some(last) if last.key == entry.key => {
-                if let Some(old) = &last.loc {
-                    uncount(last.key.as_bytes().len(), old);
-                }
-                *last = entry;
-            }
-            _ => out.push(entry),
+    keep_newest(&mut entries, uncount);
+    entries
+}
+
+/// Keeps the last of each run of entries with equal keys (`entries` sorted by key, stably);
+/// the older ones that are puts go to `uncount`.
+pub(crate) fn keep_newest(entries: &mut Vec<Entry>, uncount: &mut impl FnMut(usize, &Loc)) {
+    entries.dedup_by(|later, kept| {
+        if later.key != kept.key {
+            return false;
         }
-    }
-    out
+        // The later entry takes the kept one's place; the older one is dropped.
+        std::mem::swap(later, kept);
+        if let Some(old) = &later.loc {
+            uncount(later.key.as_bytes().len(), old);
+        }
+        true
+    });
 }
 
 /// The three bits of a filter word that `hash` sets.

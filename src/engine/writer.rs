@@ -20,7 +20,7 @@ use super::io::{OpenMode, Vfs, VfsFile};
 use super::prefetch;
 use super::record::{self, Kind, RecordRef, SegmentHeader, MAX_KEY_LEN, MAX_VALUE_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{self, Segment};
-use super::table_map::Entry;
+use super::table_map::{keep_newest, Entry};
 use super::tables::TableDir;
 use super::{Op, ValueAlign};
 
@@ -484,14 +484,12 @@ pub(crate) fn add_runs(version: &mut Version, usage: &mut Usage, pending: &mut V
         let (group, tail) = rest.split_at_mut(n);
         rest = tail;
         let Some(state) = version.tables.get_mut(&table) else { continue };
-        let mut run: Vec<Entry> = Vec::with_capacity(group.len());
-        for (_, entry) in group.iter_mut() {
-            let entry = std::mem::replace(entry, Entry { key: IndexKey::new(&[]), loc: None });
-            match run.last_mut() {
-                Some(last) if last.key == entry.key => *last = entry,
-                _ => run.push(entry),
-            }
-        }
+        let mut run: Vec<Entry> = group
+            .iter_mut()
+            .map(|(_, entry)| std::mem::replace(entry, Entry { key: IndexKey::new(&[]), loc: None }))
+            .collect();
+        // Not yet counted in `usage`: nothing to uncount.
+        keep_newest(&mut run, &mut |_, _| {});
         for entry in &run {
             if let Some(loc) = &entry.loc {
                 usage.add(entry.key.as_bytes().len(), loc);
