@@ -491,12 +491,8 @@ impl<KF, VF> TableInner<KF, VF> {
         KF: KeyFormat<K>,
     {
         let start = out.len();
-        self.key_format.to_bytes(key, out).map_err(|source| StorageError::Encode {
-            table: self.name.clone(),
-            what: "key",
-            source,
-        })?;
-        self.too_large("key", out.len() - start, MAX_KEY_LEN)
+        let encoded = self.key_format.to_bytes(key, out);
+        self.check_encoding("key", encoded, out.len() - start, MAX_KEY_LEN)
     }
 
     /// Appends the encoding of `value` to `out`; where it lies in `out`.
@@ -505,13 +501,21 @@ impl<KF, VF> TableInner<KF, VF> {
         VF: ValueFormat<V>,
     {
         let start = out.len();
-        self.value_format.to_bytes(value, out).map_err(|source| StorageError::Encode {
-            table: self.name.clone(),
-            what: "value",
-            source,
-        })?;
-        self.too_large("value", out.len() - start, MAX_VALUE_LEN)?;
+        let encoded = self.value_format.to_bytes(value, out);
+        self.check_encoding("value", encoded, out.len() - start, MAX_VALUE_LEN)?;
         Ok(start..out.len())
+    }
+
+    /// The error of an encoding of `what` that failed, or that took `len` bytes, over `max`.
+    fn check_encoding(
+        &self,
+        what: &'static str,
+        encoded: std::result::Result<(), FormatError>,
+        len: usize,
+        max: usize,
+    ) -> Result<()> {
+        encoded.map_err(|source| StorageError::Encode { table: self.name.clone(), what, source })?;
+        self.too_large(what, len, max)
     }
 
     pub(crate) fn decode_key<K>(&self, bytes: &[u8]) -> Result<K>
