@@ -174,7 +174,7 @@ impl<'s> Iterator for Range<'s> {
     /// Key and value, both borrowed from the snapshot.
     type Item = (&'s [u8], &'s [u8]);
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let (key, loc) = self.iter.as_mut()?.next()?;
