@@ -728,7 +728,7 @@ pub(crate) enum Iter<'a> {
 impl<'a> Iterator for Iter<'a> {
     type Item = (&'a IndexKey, &'a Loc);
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             Iter::Base(entries) => entries.find_map(|e| Some((&e.key, e.loc.as_ref()?))),
