@@ -728,6 +728,7 @@ pub(crate) enum Iter<'a> {
 impl<'a> Iterator for Iter<'a> {
     type Item = (&'a IndexKey, &'a Loc);
 
+    /// Always inlined into range scans, as `engine::Range::next` is (see `RawRange::next_with`).
     #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         match self {
