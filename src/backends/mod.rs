@@ -501,17 +501,101 @@ pub(crate) fn open_engine(
 }
 
 /// Total size of the regular files below `path` (for engines that do not report their own).
+///
+/// The engine keeps working while we walk: RocksDB deletes obsolete SST files from a
+/// background thread, so a file listed a moment ago may be gone when we stat it. Such a file
+/// no longer takes space and counts as zero; only `path` itself must exist.
 #[cfg(any(feature = "sled", feature = "rocksdb"))]
 pub(crate) fn dir_size(path: &Path) -> Result<u64> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| StorageError::io("measuring", path, e))?;
-    if meta.is_file() {
-        return Ok(meta.len());
+    match size_below(path)? {
+        Some(size) => Ok(size),
+        None => Err(StorageError::io("measuring", path, std::io::Error::from(std::io::ErrorKind::NotFound))),
     }
+}
+
+/// Size of `path` and what lies below it, or `None` if it vanished while we looked.
+#[cfg(any(feature = "sled", feature = "rocksdb"))]
+fn size_below(path: &Path) -> Result<Option<u64>> {
+    let vanished = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if vanished(&e) => return Ok(None),
+        Err(e) => return Err(StorageError::io("measuring", path, e)),
+    };
+    if !meta.is_dir() {
+        return Ok(Some(if meta.is_file() { meta.len() } else { 0 }));
+    }
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if vanished(&e) => return Ok(None),
+        Err(e) => return Err(StorageError::io("listing", path, e)),
+    };
     let mut total = 0;
-    let entries = std::fs::read_dir(path).map_err(|e| StorageError::io("listing", path, e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| StorageError::io("listing", path, e))?;
-        total += dir_size(&entry.path())?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if vanished(&e) => continue,
+            Err(e) => return Err(StorageError::io("listing", path, e)),
+        };
+        total += size_below(&entry.path())?.unwrap_or(0);
     }
-    Ok(total)
+    Ok(Some(total))
+}
+
+#[cfg(all(test, any(feature = "sled", feature = "rocksdb")))]
+mod tests {
+    use super::dir_size;
+    use crate::StorageError;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn dir_size_sums_nested_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), [0u8; 10]).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub").join("b"), [0u8; 32]).unwrap();
+        assert_eq!(dir_size(dir.path()).unwrap(), 42);
+    }
+
+    #[test]
+    fn dir_size_of_a_missing_store_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("gone");
+        match dir_size(&missing) {
+            Err(StorageError::Io { action, path, source }) => {
+                assert_eq!(action, "measuring");
+                assert_eq!(path, missing);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+    }
+
+    /// RocksDB deletes obsolete SST files from a background thread while `disk_size` walks
+    /// the store (CI caught `compact` failing on a vanished `000016.sst`).
+    #[test]
+    fn dir_size_ignores_files_deleted_while_it_walks() {
+        let dir = tempfile::tempdir().unwrap();
+        let churn_dir = dir.path().join("sub");
+        std::fs::create_dir(&churn_dir).unwrap();
+        std::fs::write(dir.path().join("kept"), [0u8; 7]).unwrap();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 0..4_000 {
+                    let file = churn_dir.join(format!("{:06}.sst", i % 16));
+                    std::fs::write(&file, [0u8; 100]).unwrap();
+                    std::fs::remove_file(&file).unwrap();
+                }
+                done.store(true, Ordering::Release);
+            });
+            let mut walks = 0;
+            while !done.load(Ordering::Acquire) || walks == 0 {
+                let size = dir_size(dir.path()).expect("a vanished file is not an error");
+                assert!(size >= 7, "the file that stays is counted: {size}");
+                walks += 1;
+            }
+        });
+        assert_eq!(dir_size(dir.path()).unwrap(), 7);
+    }
 }
