@@ -7,9 +7,13 @@
 //! BENCH_N=100000 cargo bench --bench reopen  # smoke run
 //! ```
 //!
-//! Memory is measured by a counting global allocator: the heap bytes still allocated after an
-//! open, minus before it. That is the index (and the engine's small state); memory mapped
-//! from the segment files is not heap and is not counted.
+//! Memory is measured two ways:
+//! - the index's own heap bytes: a counting global allocator, the bytes still allocated after
+//!   an open minus before it (the index and the engine's small state);
+//! - what the process holds: resident anonymous memory (`RssAnon` of `/proc/self/status`)
+//!   after the load, after an open with the hint and after an open that scans the log, each in
+//!   a fresh child process, with the highest value a 1 ms sampler saw meanwhile (the peak).
+//!   Memory mapped from the segment files is file-backed, not anonymous, and not counted.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::error::Error;
@@ -57,7 +61,84 @@ fn heap_bytes() -> u64 {
     LIVE_BYTES.load(Ordering::Relaxed)
 }
 
-fn load(dir: &Path, n: usize) -> Res<()> {
+/// Resident anonymous memory of this process, in bytes (`RssAnon`, Linux only).
+fn rss_anon() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Runs `work` while a thread samples [`rss_anon`] every millisecond; returns what `work`
+/// returned and the highest sample (with the values before and after).
+fn with_peak_rss<T>(work: impl FnOnce() -> Res<T>) -> Res<(T, u64)> {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let peak = AtomicU64::new(rss_anon().unwrap_or(0));
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_anon().unwrap_or(0), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let result = work();
+        stop.store(true, Ordering::Relaxed);
+        result
+    })?;
+    peak.fetch_max(rss_anon().unwrap_or(0), Ordering::Relaxed);
+    Ok((result, peak.load(Ordering::Relaxed)))
+}
+
+/// The child's side of a memory phase (`REOPEN_PHASE` = `load`, `open-hint` or `open-scan`):
+/// does it, then prints `rss_anon <after> <peak>` for the parent.
+fn memory_phase(phase: &str, dir: &Path, n: usize) -> Res<()> {
+    let (db, peak) = with_peak_rss(|| match phase {
+        "load" => load(dir, n),
+        _ => {
+            let db = Db::open(dir, Options { checkpoint_bytes: 0, ..Options::default() })?;
+            let expect_hint = phase == "open-hint";
+            if db.stats().keys != n as u64 || db.stats().recovery.hint_used != expect_hint {
+                return Err(format!(
+                    "{phase}: {} keys, hint used: {}",
+                    db.stats().keys,
+                    db.stats().recovery.hint_used
+                )
+                .into());
+            }
+            Ok(db)
+        }
+    })?;
+    println!("rss_anon {} {peak}", rss_anon().ok_or("no RssAnon in /proc/self/status")?);
+    drop(db);
+    Ok(())
+}
+
+/// Runs [`memory_phase`] in a child process; returns its RssAnon after the phase and its peak.
+fn measure_in_child(phase: &str, dir: &Path, n: usize) -> Res<(u64, u64)> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .env("REOPEN_PHASE", phase)
+        .env("REOPEN_DIR", dir)
+        .env("BENCH_N", n.to_string())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find_map(|l| l.strip_prefix("rss_anon "));
+    match (out.status.success(), line.and_then(|l| l.split_once(' '))) {
+        (true, Some((after, peak))) => Ok((after.parse()?, peak.parse()?)),
+        _ => Err(format!("{phase} child failed: {}", String::from_utf8_lossy(&out.stderr)).into()),
+    }
+}
+
+fn delete_hints(dir: &Path) -> Res<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("hint-")) {
+            std::fs::remove_file(path)?;
+        }
+    }
+    Ok(())
+}
+
+fn load(dir: &Path, n: usize) -> Res<Db> {
     let db = Db::open(dir, Options::default())?;
     let table = db.table("x")?;
     let mut rng = fastrand::Rng::with_seed(3);
@@ -83,7 +164,7 @@ fn load(dir: &Path, n: usize) -> Res<()> {
             .collect();
         db.write(&ops)?;
     }
-    Ok(()) // the drop is a clean close: it writes the hint
+    Ok(db) // dropping it is a clean close: it writes the hint
 }
 
 /// Opens the store `RUNS` times; returns the median time, the report of the last open and
@@ -117,12 +198,36 @@ fn main() -> Res<()> {
     }
     let n: usize =
         std::env::var("BENCH_N").ok().map(|s| s.replace('_', "").parse()).transpose()?.unwrap_or(1_000_000);
+    if let (Ok(phase), Some(dir)) = (std::env::var("REOPEN_PHASE"), std::env::var_os("REOPEN_DIR")) {
+        return memory_phase(&phase, Path::new(&dir), n);
+    }
     let base = std::env::var_os("BENCH_DIR")
         .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results/tmp"), Into::into);
     std::fs::create_dir_all(&base)?;
     let dir = tempfile::tempdir_in(&base)?;
     eprintln!("loading {n} pairs…");
-    load(dir.path(), n)?;
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    let per_key = |bytes: u64| bytes as f64 / n as f64;
+    let mut memory = Vec::new();
+    for phase in ["load", "open-hint", "open-scan"] {
+        if phase == "open-scan" {
+            delete_hints(dir.path())?;
+        }
+        let (after, peak) = measure_in_child(phase, dir.path(), n)?;
+        memory.push(format!(
+            "| {phase} | {:.0} MiB ({:.0} bytes/key) | {:.0} MiB ({:.0} bytes/key) |",
+            mib(after),
+            per_key(after),
+            mib(peak),
+            per_key(peak)
+        ));
+    }
+    println!("resident anonymous memory of a process with {n} keys (RssAnon; peak sampled every ms):");
+    println!("| phase | after | peak |\n|---|---:|---:|");
+    for row in &memory {
+        println!("{row}");
+    }
+    // The scan phase's clean close wrote a new hint, which the timed runs below start from.
 
     let (with_hint, stats, per_key) = reopen(dir.path(), n)?;
     println!(
@@ -136,12 +241,7 @@ fn main() -> Res<()> {
     // Without a hint: every open must scan the log. Delete the hint before each open.
     let mut times = Vec::new();
     for _ in 0..RUNS {
-        for entry in std::fs::read_dir(dir.path())? {
-            let path = entry?.path();
-            if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("hint-")) {
-                std::fs::remove_file(path)?;
-            }
-        }
+        delete_hints(dir.path())?;
         let started = Instant::now();
         let db = Db::open(dir.path(), Options { checkpoint_bytes: 0, ..Options::default() })?;
         times.push(started.elapsed());
