@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::error::{Error, Result};
 use super::hint;
 use super::index::{IndexKey, Loc, TableMap, TableState, Usage, Version};
-use super::io::{OpenMode, VfsFile};
+use super::io::{OpenMode, Vfs, VfsFile};
 use super::record::{self, Decoded, Kind, Next, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::segment::{self, Segment};
 use super::table_map::Entry;
@@ -49,10 +49,12 @@ pub(crate) struct Recovered {
     pub(crate) lock: std::fs::File,
 }
 
-/// A mapped segment during recovery, with its file (kept for the newest one).
+/// A mapped segment during recovery. Only the newest keeps its file open (it becomes the
+/// active segment): a mapping needs no descriptor, and a store may hold more segments than
+/// the process may open files.
 struct Opened {
     segment: Arc<Segment>,
-    file: Arc<dyn VfsFile>,
+    file: Option<Arc<dyn VfsFile>>,
 }
 
 /// Takes the directory's exclusive lock.
@@ -162,6 +164,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
             }
             Err(reason) => return Err(Error::corrupt(path, 0, reason)),
         }
+        let file = (Some(id) == newest).then_some(file);
         opened.insert(id, Opened { segment, file });
     }
 
@@ -233,12 +236,12 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
             } else {
                 report.torn_tail_bytes += len - scanned.end as u64;
             }
-            cut(o, scanned.end as u64)?;
+            cut(vfs, o, scanned.end as u64)?;
         } else if scanned.end as u64 != len {
             // Zeros after the last batch: preallocated space (see `Options::preallocate`) or
             // an append that never reached the file. Nothing was torn; cut them so the next
             // batch follows the last one.
-            cut(o, scanned.end as u64)?;
+            cut(vfs, o, scanned.end as u64)?;
         }
     }
     replay.finish();
@@ -250,7 +253,10 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
             let pos = o.segment.written();
             // Ids below the largest possible were checked above.
             let next = o.segment.id().saturating_add(1);
-            (Active { file: o.file, segment: o.segment, pos, file_len: pos }, next)
+            let file = o
+                .file
+                .ok_or_else(|| Error::corrupt(o.segment.path(), 0, "the newest segment lost its file"))?;
+            (Active { file, segment: o.segment, pos, file_len: pos }, next)
         }
         None => {
             let active = Writer::create_segment(&place, 1, max_seq + 1, 0)?;
@@ -266,12 +272,17 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
 }
 
 /// Cuts segment `o` at `end`, durably. Its readable length is lowered first: nothing may
-/// read past the new end of the file.
-fn cut(o: &Opened, end: u64) -> Result<()> {
+/// read past the new end of the file. A sealed segment's file (repair only) is opened for
+/// the cut and closed again.
+fn cut(vfs: &dyn Vfs, o: &Opened, end: u64) -> Result<()> {
     let path = o.segment.path();
     o.segment.truncate_written(end);
-    o.file.set_len(end).map_err(|e| Error::io("truncating", path, e))?;
-    o.file.sync_data().map_err(|e| Error::io("syncing", path, e))
+    let file = match &o.file {
+        Some(file) => Arc::clone(file),
+        None => vfs.open(path, OpenMode::ReadWrite).map_err(|e| Error::io("opening", path, e))?,
+    };
+    file.set_len(end).map_err(|e| Error::io("truncating", path, e))?;
+    file.sync_data().map_err(|e| Error::io("syncing", path, e))
 }
 
 /// What scanning one segment found.

@@ -1,0 +1,135 @@
+//! Damage that recovery must report, never absorb: a flipped bit in the newest segment with
+//! valid commits after it, missing, truncated or swapped files, and a store with more
+//! segments than the process may open files.
+//!
+//! The descriptor-limit test lowers `RLIMIT_NOFILE`, which is process-wide: it re-runs this
+//! test binary (only [`descriptor_limit_child`], with `TYPED_KV_FD_DIR` set) under
+//! `sh -c 'ulimit -n …'`, and the child opens the store.
+
+#![cfg(feature = "native")]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use typed_kv::engine::{Db, Op, Options, SyncMode, ValueAlign};
+
+/// Names the child's engine directory; the child test does nothing without it.
+const FD_DIR_VAR: &str = "TYPED_KV_FD_DIR";
+/// The descriptor limit the child runs under.
+const FD_LIMIT: usize = 32;
+
+fn scratch() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::Builder::new().prefix("typed-kv-test-").tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().expect("temp dir")
+}
+
+fn names_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list the directory")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Segment files, oldest first.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    names_starting(dir, "seg-")
+}
+
+/// Options without background work or preallocated zeros: every file operation is the test's.
+fn quiet(segment_size: u64) -> Options {
+    Options {
+        segment_size,
+        checkpoint_bytes: 0,
+        compaction_threshold: 0.0,
+        preallocate: 0,
+        ..Options::default()
+    }
+}
+
+/// Key `i` of the test stores, and its value.
+fn pair(i: u32) -> (Vec<u8>, Vec<u8>) {
+    (format!("key-{i:06}").into_bytes(), format!("value of key {i} ").repeat(4).into_bytes())
+}
+
+/// Every pair of table `t`.
+fn contents(db: &Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let t = db.find_table("t").expect("table t");
+    db.snapshot().range(&t, ..).map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
+}
+
+fn expected(keys: std::ops::Range<u32>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    keys.map(pair).collect()
+}
+
+/// Puts keys `keys` into table `t`, one batch each.
+fn put_each(db: &Db, keys: std::ops::Range<u32>) {
+    let t = db.table("t").expect("table t");
+    for i in keys {
+        let (key, value) = pair(i);
+        db.write(&[Op::Put { table: &t, key: &key, value: &value, align: ValueAlign::Packed }]).expect("put");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// More segments than file descriptors.
+
+/// Segments of the descriptor-limit store: far more than the child may open files.
+const MANY_SEGMENTS: usize = 4 * FD_LIMIT;
+
+#[test]
+fn a_store_with_more_segments_than_the_descriptor_limit_opens() {
+    let dir = scratch();
+    let keys = {
+        let db = Db::open(dir.path(), Options { sync: SyncMode::Never, ..quiet(4096) }).expect("open");
+        let mut n = 0;
+        while segments(dir.path()).len() < MANY_SEGMENTS {
+            put_each(&db, n..n + 10);
+            n += 10;
+        }
+        n
+    };
+    let exe = std::env::current_exe().expect("test binary path");
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {FD_LIMIT} && exec \"$0\" \"$@\""))
+        .arg(exe)
+        .args(["--exact", "descriptor_limit_child", "--nocapture", "--test-threads=1"])
+        .env(FD_DIR_VAR, dir.path())
+        .env("TYPED_KV_FD_KEYS", keys.to_string())
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("TKV-OPENED"),
+        "the child failed to open {} segments under `ulimit -n {FD_LIMIT}` ({}):\n{stdout}\n{stderr}",
+        segments(dir.path()).len(),
+        output.status
+    );
+}
+
+/// The child: opens the store under the parent's descriptor limit, checks every key, writes
+/// past a rotation and reopens.
+#[test]
+fn descriptor_limit_child() {
+    let Some(dir) = std::env::var_os(FD_DIR_VAR) else { return };
+    let keys: u32 = std::env::var("TYPED_KV_FD_KEYS").expect("key count").parse().expect("a number");
+    let options = Options { sync: SyncMode::Never, ..quiet(4096) };
+    let db = Db::open(&dir, options.clone()).unwrap_or_else(|e| panic!("child: open: {e}"));
+    assert!(db.stats().segments >= MANY_SEGMENTS, "child: {} segments", db.stats().segments);
+    assert_eq!(contents(&db), expected(0..keys), "child: contents");
+    put_each(&db, keys..keys + 40);
+    drop(db);
+    let db = Db::open(&dir, options).unwrap_or_else(|e| panic!("child: reopen: {e}"));
+    assert_eq!(contents(&db), expected(0..keys + 40), "child: contents after more writes");
+    println!("TKV-OPENED");
+}
