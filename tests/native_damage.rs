@@ -133,3 +133,68 @@ fn descriptor_limit_child() {
     assert_eq!(contents(&db), expected(0..keys + 40), "child: contents after more writes");
     println!("TKV-OPENED");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Damage in the newest segment with durable batches after it.
+
+/// Where `needle` first occurs in the file `path`.
+fn find_in(path: &Path, needle: &[u8]) -> usize {
+    let bytes = std::fs::read(path).expect("read");
+    bytes.windows(needle.len()).position(|w| w == needle).expect("the bytes are in the file")
+}
+
+fn flip_bit(path: &Path, byte: usize, bit: u8) {
+    let mut bytes = std::fs::read(path).expect("read for a flip");
+    bytes[byte] ^= 1 << bit;
+    std::fs::write(path, bytes).expect("write the flip");
+}
+
+fn remove_hints(dir: &Path) {
+    for hint in names_starting(dir, "hint-") {
+        std::fs::remove_file(hint).expect("remove a hint");
+    }
+}
+
+#[test]
+fn a_flipped_bit_before_durable_batches_of_the_newest_segment_is_corruption_not_a_torn_tail() {
+    let dir = scratch();
+    {
+        let db = Db::open(dir.path(), quiet(64 << 20)).expect("open");
+        put_each(&db, 0..1000);
+    }
+    let [segment] = segments(dir.path()).try_into().expect("one segment holds the store");
+    let len = std::fs::metadata(&segment).expect("metadata").len();
+    // A bit of the value of key 10, near the start of the segment.
+    let key_at = find_in(&segment, &pair(10).0);
+    flip_bit(&segment, key_at + pair(10).0.len() + 3, 2);
+    remove_hints(dir.path());
+    match Db::open(dir.path(), quiet(64 << 20)) {
+        Err(typed_kv::engine::Error::Corrupt { path, offset, reason }) => {
+            assert_eq!(path, segment, "the error names the file");
+            let offset = offset as usize;
+            assert!(
+                offset < key_at && key_at - offset < 16,
+                "offset {offset} is the record of key 10 ({key_at})"
+            );
+            assert!(reason.contains("not a torn write"), "{reason}");
+        }
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok(db) => panic!(
+            "the damage was taken for a torn tail: {:?}, {} of 1000 keys left",
+            db.stats().recovery,
+            contents(&db).len()
+        ),
+    }
+    assert_eq!(std::fs::metadata(&segment).expect("metadata").len(), len, "the refused open cut nothing");
+
+    let db = Db::open(dir.path(), Options { repair: true, ..quiet(64 << 20) }).expect("repair opens");
+    let report = db.stats().recovery;
+    assert_eq!(report.torn_tail_bytes, 0, "{report:?}");
+    let [repaired] = &report.repaired[..] else { panic!("one repaired drop: {report:?}") };
+    assert!(repaired.contains(&segment.display().to_string()), "{repaired}");
+    assert_eq!(contents(&db), expected(0..10), "the batches before the damage are kept");
+    assert!(db.verify().is_ok(), "{:?}", db.verify().problems);
+    drop(db);
+    let db = Db::open(dir.path(), quiet(64 << 20)).expect("reopens after the repair");
+    assert_eq!(contents(&db), expected(0..10));
+}

@@ -72,6 +72,7 @@ pub fn record(data: &[u8]) {
             record.table,
             key,
             value,
+            record.watermark,
         );
         let decoded = fuzzing::decode_record(&again, base + pos as u64, 0)
             .expect("a re-encoded record decodes")
@@ -81,6 +82,7 @@ pub fn record(data: &[u8]) {
             (record.kind, record.commit, record.aligned)
         );
         assert_eq!((decoded.seq, decoded.table, decoded.end), (record.seq, record.table, end));
+        assert_eq!(decoded.watermark, record.watermark);
         assert_eq!((&again[decoded.key.clone()], &again[decoded.value.clone()]), (key, value));
         pos = record.end;
     }
@@ -210,6 +212,9 @@ fn fix_record_checksum(bytes: &mut [u8], pos: usize) -> Option<usize> {
     let mut lengths = [0u64; 4];
     for length in &mut lengths {
         *length = varint(rest, &mut at)?;
+    }
+    if rest[4] & 0x40 != 0 {
+        varint(rest, &mut at)?; // the commit record's sync watermark
     }
     let key = at;
     let key_len = usize::try_from(lengths[2]).ok()?;

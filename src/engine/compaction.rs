@@ -130,7 +130,7 @@ pub(crate) fn compact(inner: &Inner, scope: Scope) -> Result<CompactionStats> {
 /// Syncs the active segment, then publishes the writer's version: the copies (and any batch
 /// appended meanwhile) are durable before anyone sees them.
 fn publish_synced(inner: &Inner, w: &mut super::writer::Writer) -> Result<()> {
-    inner.sync_log(&*w.active_file(), w.active.segment.path())?;
+    inner.sync_log(&*w.active_file(), &w.active.segment, w.active.pos)?;
     let version = Arc::new(w.working.clone());
     inner.syncer.mark_synced(w.working.seq, || inner.current.store(version));
     Ok(())

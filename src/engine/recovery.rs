@@ -224,10 +224,32 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
         let len = o.segment.written();
         if let Some((offset, reason)) = scanned.damage {
             let path = o.segment.path();
-            if !is_newest && !options.repair {
+            // In the newest segment, damage is the torn tail of an unacknowledged write only
+            // if no later commit record says the log was durable past it.
+            let proof = if is_newest {
+                record::durable_commit_after(o.segment.written_bytes(), 0, offset)
+            } else {
+                None
+            };
+            let torn = is_newest && proof.is_none();
+            let reason = match proof {
+                Some(d) => match d.watermark {
+                    Some(w) => format!(
+                        "{reason}; a valid batch ending at offset {} follows, written once the log was \
+                         durable up to offset {w}, so this is damage to durable data, not a torn write",
+                        d.end
+                    ),
+                    None => format!(
+                        "{reason}; a valid batch ending at offset {} follows, so this is damage, not a torn write",
+                        d.end
+                    ),
+                },
+                None => reason,
+            };
+            if !torn && !options.repair {
                 return Err(Error::corrupt(path, offset as u64, reason));
             }
-            if !is_newest {
+            if !torn {
                 report.repaired.push(format!(
                     "{} at offset {offset}: {reason} ({} bytes dropped)",
                     path.display(),
@@ -253,9 +275,12 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
             let pos = o.segment.written();
             // Ids below the largest possible were checked above.
             let next = o.segment.id().saturating_add(1);
-            let file = o
-                .file
-                .ok_or_else(|| Error::corrupt(o.segment.path(), 0, "the newest segment lost its file"))?;
+            let path = o.segment.path();
+            let file = o.file.ok_or_else(|| Error::corrupt(path, 0, "the newest segment lost its file"))?;
+            // What the log holds now is durable before any batch says so in its watermark
+            // (a process killed before its syncs may have left dirty pages behind).
+            file.sync_data().map_err(|e| Error::io("syncing", path, e))?;
+            o.segment.mark_synced(pos);
             (Active { file, segment: o.segment, pos, file_len: pos }, next)
         }
         None => {

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::index::Version;
-use super::record::{self, Kind, Next, SegmentHeader, SEGMENT_HEADER_LEN, VALUE_ALIGN};
+use super::record::{self, Kind, Next, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::segment::Segment;
 use super::Db;
 
@@ -191,47 +191,9 @@ fn resumes(bytes: &[u8], offset: usize) -> bool {
 }
 
 /// Where the record at `offset` ends according to its header alone (checksum not checked),
-/// if the header is well formed and the record fits in `bytes`. This reads the header as
-/// `record::decode` does (`docs/design.md` §2): CRC (4 bytes), kind and flags (1 byte), then
-/// the varints sequence number, table id, key length and value length, the key, zero padding
-/// up to a 16-byte file offset when the aligned flag is set, and the value.
+/// if the header is well formed and the record fits in `bytes`.
 fn framed_end(bytes: &[u8], offset: usize) -> Option<usize> {
-    let rest = bytes.get(offset..)?;
-    let kind_flags = *rest.get(4)?;
-    if !(1..=3).contains(&(kind_flags & 0x0f))
-        || kind_flags & 0xf0 & !(record::FLAG_COMMIT | record::FLAG_ALIGNED) != 0
-    {
-        return None;
-    }
-    let mut pos = 5;
-    let _seq = varint(rest, &mut pos, u64::MAX)?;
-    let _table = varint(rest, &mut pos, u64::from(u32::MAX))?;
-    let key_len = varint(rest, &mut pos, record::MAX_KEY_LEN as u64)? as usize;
-    let value_len = varint(rest, &mut pos, record::MAX_VALUE_LEN as u64)? as usize;
-    let mut value = pos + key_len;
-    if kind_flags & record::FLAG_ALIGNED != 0 {
-        value = (offset + value).next_multiple_of(VALUE_ALIGN) - offset;
-    }
-    let end = value + value_len;
-    (end <= rest.len()).then_some(offset + end)
-}
-
-/// A LEB128 varint of at most `max`, advancing `pos`.
-fn varint(bytes: &[u8], pos: &mut usize, max: u64) -> Option<u64> {
-    let mut value: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*pos)?;
-        *pos += 1;
-        let bits = u64::from(byte & 0x7f);
-        if shift == 63 && bits > 1 {
-            return None;
-        }
-        value |= bits << shift;
-        if byte & 0x80 == 0 {
-            return (value <= max).then_some(value);
-        }
-    }
-    None
+    record::frame(bytes, 0, offset).ok().map(|framed| framed.record.end)
 }
 
 /// Checks every key of the index against the scans: its value must be a good record's, and a
