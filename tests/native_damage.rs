@@ -198,3 +198,144 @@ fn a_flipped_bit_before_durable_batches_of_the_newest_segment_is_corruption_not_
     let db = Db::open(dir.path(), quiet(64 << 20)).expect("reopens after the repair");
     assert_eq!(contents(&db), expected(0..10));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Missing, truncated and unlisted files.
+
+/// A closed store of `keys` keys over at least three segments (the last one active), with
+/// the hint its close wrote.
+fn sealed_store(keys: u32) -> tempfile::TempDir {
+    let dir = scratch();
+    let db = Db::open(dir.path(), quiet(4096)).expect("open");
+    put_each(&db, 0..keys);
+    drop(db);
+    assert!(segments(dir.path()).len() >= 3, "the store has sealed segments");
+    assert_eq!(names_starting(dir.path(), "hint-").len(), 1, "the close wrote a hint");
+    dir
+}
+
+/// Opens `dir` and expects `Error::Corrupt` naming `file`; returns its reason.
+fn expect_corrupt(dir: &Path, file: &Path, what: &str) -> String {
+    match Db::open(dir, quiet(4096)) {
+        Err(typed_kv::engine::Error::Corrupt { path, reason, .. }) => {
+            assert_eq!(path, file, "{what}: the error names the file ({reason})");
+            reason
+        }
+        Err(e) => panic!("{what}: expected Corrupt naming {}, got {e}", file.display()),
+        Ok(db) => panic!("{what}: opened anyway, {} keys, {:?}", db.stats().keys, db.stats().recovery),
+    }
+}
+
+fn truncate(path: &Path, by: u64) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).expect("open");
+    let len = file.metadata().expect("metadata").len();
+    file.set_len(len - by).expect("truncate");
+}
+
+#[test]
+fn a_missing_table_directory_is_an_error_not_an_empty_store() {
+    let dir = sealed_store(200);
+    let tables = dir.path().join("tables.tkv");
+    std::fs::remove_file(&tables).expect("remove tables.tkv");
+    let reason = expect_corrupt(dir.path(), &tables, "tables.tkv deleted");
+    assert!(reason.contains("missing"), "{reason}");
+}
+
+#[test]
+fn a_deleted_or_cut_newest_segment_is_an_error_even_with_a_hint() {
+    for (what, damage) in [("deleted", None), ("cut by one byte", Some(1)), ("cut by 500 bytes", Some(500))] {
+        let dir = sealed_store(200);
+        let newest = segments(dir.path()).pop().expect("a segment");
+        match damage {
+            None => std::fs::remove_file(&newest).expect("remove"),
+            Some(by) => truncate(&newest, by),
+        }
+        let reason = expect_corrupt(dir.path(), &newest, &format!("newest segment {what}"));
+        assert!(reason.contains(if damage.is_none() { "missing" } else { "cut short" }), "{what}: {reason}");
+    }
+}
+
+#[test]
+fn a_deleted_cut_or_swapped_sealed_segment_is_an_error() {
+    for what in ["deleted", "cut at a batch boundary", "cut by one byte", "swapped"] {
+        let dir = sealed_store(200);
+        remove_hints(dir.path());
+        let all = segments(dir.path());
+        let sealed = &all[1];
+        match what {
+            "deleted" => std::fs::remove_file(sealed).expect("remove"),
+            "cut at a batch boundary" => {
+                // Cut right after the first record of the segment: a whole batch ends there,
+                // so only the manifest can tell.
+                let bytes = std::fs::read(sealed).expect("read");
+                let second = find_in_bytes(&bytes[64..], b"key-") + 64;
+                let end = find_in_bytes(&bytes[second + 4..], b"key-") + second + 4;
+                let record_start = (64..end)
+                    .rev()
+                    .find(|&s| {
+                        typed_kv::engine::fuzzing::decode_record(&bytes, 0, s).is_ok_and(|r| r.is_some())
+                    })
+                    .expect("a record starts before the second key");
+                let file = std::fs::OpenOptions::new().write(true).open(sealed).expect("open");
+                file.set_len(record_start as u64).expect("truncate");
+            }
+            "cut by one byte" => truncate(sealed, 1),
+            _ => {
+                // Another sealed segment's bytes under this one's name.
+                std::fs::copy(&all[0], sealed).expect("copy");
+            }
+        }
+        let reason = expect_corrupt(dir.path(), sealed, &format!("sealed segment {what}"));
+        eprintln!("sealed segment {what}: {reason}");
+    }
+}
+
+fn find_in_bytes(bytes: &[u8], needle: &[u8]) -> usize {
+    bytes.windows(needle.len()).position(|w| w == needle).expect("found")
+}
+
+#[test]
+fn verify_reports_a_segment_deleted_or_cut_while_the_store_is_open() {
+    let dir = scratch();
+    let db = Db::open(dir.path(), quiet(4096)).expect("open");
+    put_each(&db, 0..200);
+    assert!(db.verify().is_ok(), "{:?}", db.verify().problems);
+    let all = segments(dir.path());
+    std::fs::remove_file(&all[0]).expect("remove");
+    // A copy cut short, renamed over the original: the open mapping still reads the old one.
+    let cut = all[1].with_extension("cut");
+    std::fs::copy(&all[1], &cut).expect("copy");
+    truncate(&cut, 10);
+    std::fs::rename(&cut, &all[1]).expect("rename");
+    let report = db.verify();
+    let named: Vec<&Path> = report.problems.iter().map(|p| p.path.as_path()).collect();
+    assert!(named.contains(&all[0].as_path()), "the missing segment is reported: {:?}", report.problems);
+    assert!(named.contains(&all[1].as_path()), "the short segment is reported: {:?}", report.problems);
+}
+
+#[test]
+fn a_store_without_a_manifest_is_migrated_and_then_held_to_it() {
+    let dir = sealed_store(200);
+    // Rewrite tables.tkv in format 1 (no segment list), as an older build wrote it.
+    let tables = dir.path().join("tables.tkv");
+    let (next_id, names, files) =
+        typed_kv::engine::fuzzing::decode_table_dir(&std::fs::read(&tables).expect("read")).expect("decode");
+    assert!(files.is_some(), "this build writes the segment list");
+    std::fs::write(&tables, typed_kv::engine::fuzzing::encode_table_dir(next_id, names, None))
+        .expect("write");
+    let db = Db::open(dir.path(), quiet(4096)).expect("a format-1 store opens");
+    assert_eq!(contents(&db), expected(0..200));
+    drop(db);
+    let (_, _, files) =
+        typed_kv::engine::fuzzing::decode_table_dir(&std::fs::read(&tables).expect("read")).expect("decode");
+    let (sealed, active) = files.expect("the open wrote the segment list");
+    let ids: Vec<u32> = sealed.iter().map(|&(id, _)| id).chain([active]).collect();
+    let on_disk: Vec<u32> = segments(dir.path())
+        .iter()
+        .map(|p| p.file_name().and_then(|n| n.to_str()).expect("name")[4..14].parse().expect("id"))
+        .collect();
+    assert_eq!(ids, on_disk, "the manifest lists every segment");
+    let first = segments(dir.path()).remove(0);
+    std::fs::remove_file(&first).expect("remove");
+    expect_corrupt(dir.path(), &first, "a segment of a migrated store deleted");
+}

@@ -134,8 +134,11 @@ fn store_seeds(store: &TinyStore, seeds: &mut Vec<(&'static str, String, Vec<u8>
     seeds.push(("hint", "hint".into(), prefixed(&[0], &[&store.hint])));
     seeds.push(("hint", "hint-fix-checksum".into(), prefixed(&[FIX_CHECKSUMS], &[&store.hint])));
     seeds.push(("table_dir", "tables".into(), prefixed(&[0], &[&store.tables])));
-    let unicode =
-        fuzzing::encode_table_dir(9, vec![(2, "ünïcode".into()), (8, String::new()), (5, "x".repeat(40))]);
+    let unicode = fuzzing::encode_table_dir(
+        9,
+        vec![(2, "ünïcode".into()), (8, String::new()), (5, "x".repeat(40))],
+        None,
+    );
     seeds.push(("table_dir", "unicode-names".into(), prefixed(&[FIX_CHECKSUMS], &[&unicode])));
 }
 

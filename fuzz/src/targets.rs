@@ -146,7 +146,8 @@ fn recovery_options(repair: bool) -> Options {
 
 fn write_store(dir: &Path, parts: &[Vec<u8>]) {
     let tables = RECOVERY_TABLES.iter().zip(1..).map(|(name, id)| (id, (*name).to_owned())).collect();
-    std::fs::write(dir.join(fuzzing::TABLES_FILE), fuzzing::encode_table_dir(4, tables)).expect("write");
+    std::fs::write(dir.join(fuzzing::TABLES_FILE), fuzzing::encode_table_dir(4, tables, None))
+        .expect("write");
     for (id, part) in (1..=3).zip(parts) {
         if !part.is_empty() {
             std::fs::write(dir.join(fuzzing::segment_file_name(id)), part).expect("write");
@@ -303,9 +304,9 @@ pub fn table_dir(data: &[u8]) {
     if flags & FIX_CHECKSUMS != 0 {
         fix_trailing_checksum(&mut bytes);
     }
-    let Ok((next_id, tables)) = fuzzing::decode_table_dir(&bytes) else { return };
+    let Ok((next_id, tables, files)) = fuzzing::decode_table_dir(&bytes) else { return };
     assert!(tables.iter().all(|(id, _)| *id < next_id), "{next_id} {tables:?}");
-    assert_eq!(fuzzing::encode_table_dir(next_id, tables), bytes, "not canonical");
+    assert_eq!(fuzzing::encode_table_dir(next_id, tables, files), bytes, "not canonical");
 }
 
 /// The order-preserving key decoder (`src/formats/ordered.rs`) for one key type.

@@ -133,12 +133,18 @@ pub fn decode_hint(bytes: &[u8], segment_len: &dyn Fn(u32) -> Option<u64>) -> Re
 /// Every table of a table directory: (id, name).
 pub type TableList = Vec<(u32, String)>;
 
-/// [`tables::TableDir::decode`]: the next table id and every table.
-pub fn decode_table_dir(bytes: &[u8]) -> Result<(u32, TableList), (u64, String)> {
-    tables::TableDir::decode(bytes).map(|dir| (dir.next_id, dir.tables))
+/// The segment files of a format-2 table directory: (sealed id, length) and the active id.
+pub type FileList = (Vec<(u32, u64)>, u32);
+
+/// [`tables::TableDir::decode`]: the next table id, every table, and the segment files
+/// (`None` in format 1).
+pub fn decode_table_dir(bytes: &[u8]) -> Result<(u32, TableList, Option<FileList>), (u64, String)> {
+    tables::TableDir::decode(bytes)
+        .map(|dir| (dir.next_id, dir.tables, dir.files.map(|files| (files.sealed, files.active))))
 }
 
-/// [`tables::TableDir::encode`].
-pub fn encode_table_dir(next_id: u32, tables: TableList) -> Vec<u8> {
-    tables::TableDir { next_id, tables }.encode()
+/// [`tables::TableDir::encode`]: format 2 with `files`, else format 1 (an older build's).
+pub fn encode_table_dir(next_id: u32, tables: TableList, files: Option<FileList>) -> Vec<u8> {
+    let files = files.map(|(sealed, active)| tables::FileSet { sealed, active });
+    tables::TableDir { next_id, tables, files }.encode()
 }

@@ -669,11 +669,10 @@ impl Inner {
         change: impl FnOnce(&mut Version),
     ) -> Result<()> {
         self.sync_log(&*w.active_file(), &w.active.segment, w.active.pos)?;
-        if let Err(e) = tables::write(&*self.options.vfs, &self.dir, &dir) {
+        if let Err(e) = w.write_manifest(&self.placement(), dir) {
             self.poison(&e.to_string());
             return Err(e);
         }
-        w.tables = dir;
         change(&mut w.working);
         let version = Arc::new(w.working.clone());
         self.syncer.mark_synced(w.working.seq, || self.current.store(version));

@@ -21,7 +21,7 @@ use super::prefetch;
 use super::record::{self, Kind, RecordRef, SegmentHeader, MAX_KEY_LEN, MAX_VALUE_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{self, Segment};
 use super::table_map::{keep_newest, Entry};
-use super::tables::TableDir;
+use super::tables::{self, FileSet, TableDir};
 use super::{Op, ValueAlign};
 
 /// The segment being appended to.
@@ -42,7 +42,7 @@ pub(crate) struct Writer {
     pub(crate) next_seq: u64,
     pub(crate) next_segment_id: u32,
     pub(crate) usage: Usage,
-    /// The table directory as last written.
+    /// The table directory and manifest as last written.
     pub(crate) tables: TableDir,
     /// Log bytes appended since the last hint.
     pub(crate) since_hint: u64,
@@ -246,6 +246,31 @@ impl Writer {
         self.working.segments.insert(id, Arc::clone(&active.segment));
         self.active = active;
         self.rotations += 1;
+        // Only now is the old segment's length final, and the new one listed: a crash before
+        // this leaves the new one unlisted with its header alone, removed on open.
+        self.write_manifest(place, self.tables.clone())
+    }
+
+    /// The segment files as they stand: every segment of the working version, the sealed
+    /// ones with their final lengths.
+    fn file_set(&self) -> FileSet {
+        let active = self.active.segment.id();
+        let sealed = self
+            .working
+            .segments
+            .values()
+            .filter(|s| s.id() != active)
+            .map(|s| (s.id(), s.written()))
+            .collect();
+        FileSet { sealed, active }
+    }
+
+    /// Replaces the table directory and manifest with `tables` and the current segment
+    /// files, durably.
+    pub(crate) fn write_manifest(&mut self, place: &Placement<'_>, mut tables: TableDir) -> Result<()> {
+        tables.files = Some(self.file_set());
+        tables::write(place.vfs, place.dir, &tables)?;
+        self.tables = tables;
         Ok(())
     }
 
