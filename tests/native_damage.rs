@@ -339,3 +339,27 @@ fn a_store_without_a_manifest_is_migrated_and_then_held_to_it() {
     std::fs::remove_file(&first).expect("remove");
     expect_corrupt(dir.path(), &first, "a segment of a migrated store deleted");
 }
+
+#[test]
+fn a_compaction_victim_left_behind_after_its_manifest_is_removed_on_open() {
+    let dir = sealed_store(200);
+    let victim = segments(dir.path()).remove(0);
+    let bytes = std::fs::read(&victim).expect("read the victim");
+    {
+        let db = Db::open(dir.path(), quiet(4096)).expect("open");
+        // Overwrite a key whose record lies in the victim: the stale copy must not come back.
+        let t = db.table("t").expect("table t");
+        db.write(&[Op::Put { table: &t, key: &pair(0).0, value: b"new", align: ValueAlign::Packed }])
+            .expect("put");
+        db.compact().expect("compact");
+    }
+    assert!(!victim.exists(), "compaction unlinked the victim");
+    // What a crash between the manifest without the victim and its unlink leaves.
+    std::fs::write(&victim, &bytes).expect("put the victim back");
+    remove_hints(dir.path());
+    let db = Db::open(dir.path(), quiet(4096)).expect("open with a leftover victim");
+    assert!(!victim.exists(), "the unlisted leftover is removed");
+    let mut want = expected(0..200);
+    want.insert(pair(0).0, b"new".to_vec());
+    assert_eq!(contents(&db), want);
+}
