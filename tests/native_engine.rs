@@ -390,32 +390,38 @@ fn a_torn_tail_of_the_newest_segment_is_cut_back_to_whole_batches() {
             if case == HintCase::Middle {
                 std::fs::write(work.join(&middle_name), &middle_bytes).expect("plant the middle hint");
             }
-            let db = Db::open(&work, options()).unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
+            // The manifest lists the newest segment, so its header was durable; a hint's
+            // resume point was durable too. A cut below either is damage, not a torn write.
+            let cut_below_durable = cut < 64
+                || match case {
+                    HintCase::Absent => false,
+                    HintCase::Middle => cut < resume,
+                    HintCase::Final => cut < newest_len,
+                };
+            let opened = Db::open(&work, options());
             reopens += 1;
+            if cut_below_durable {
+                match opened {
+                    Err(Error::Corrupt { path, .. }) => {
+                        assert_eq!(path, newest, "{what}: the error names the file")
+                    }
+                    Err(e) => panic!("{what}: expected Corrupt, got {e}"),
+                    Ok(db) => panic!("{what}: the cut went unnoticed: {:?}", db.stats().recovery),
+                }
+                continue;
+            }
+            let db = opened.unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
             let report = db.stats().recovery;
-            let hint_expected = match case {
-                HintCase::Absent => false,
-                HintCase::Middle => cut >= resume,
-                HintCase::Final => cut == newest_len,
-            };
-            assert_eq!(report.hint_used, hint_expected, "{what}: {report:?}");
-            assert_eq!(
-                report.hint_rejected.is_some(),
-                case != HintCase::Absent && !hint_expected,
-                "{what}: {report:?}"
-            );
+            assert_eq!(report.hint_used, case != HintCase::Absent, "{what}: {report:?}");
+            assert_eq!(report.hint_rejected, None, "{what}: {report:?}");
             assert_eq!(report.torn_tail_bytes, torn, "{what}: bytes cut: {report:?}");
             assert!(report.repaired.is_empty(), "{what}: {report:?}");
             assert_contents(&db, &states[survivors], &format!("{what} ({survivors} batches survive)"));
-            if cut < 64 {
-                assert!(!newest.exists(), "{what}: a segment without a whole header is removed");
-            } else {
-                assert_eq!(
-                    file_len(&newest),
-                    kept_end,
-                    "{what}: the file is truncated after the last whole batch"
-                );
-            }
+            assert_eq!(
+                file_len(&newest),
+                kept_end,
+                "{what}: the file is truncated after the last whole batch"
+            );
             // Appending after the cut point works, and the new batch survives a reopen.
             if cut % 16 == 0 {
                 let extra = vec![put("b", "extra", bytes(cut, 40))];
@@ -620,6 +626,13 @@ fn renumbered_store(dir: &Path, id: u32) -> PathBuf {
     let renamed = segment_path(dir, id);
     std::fs::write(&renamed, &bytes).expect("write");
     std::fs::remove_file(&only).expect("remove");
+    // The manifest lists the renamed segment.
+    let tables = dir.join("tables.tkv");
+    let (next_id, names, _) =
+        typed_kv::engine::fuzzing::decode_table_dir(&std::fs::read(&tables).expect("read"))
+            .expect("manifest");
+    let manifest = typed_kv::engine::fuzzing::encode_table_dir(next_id, names, Some((Vec::new(), id)));
+    std::fs::write(&tables, manifest).expect("write the manifest");
     renamed
 }
 
@@ -717,16 +730,36 @@ fn b4_a_damaged_header_of_the_newest_segment_is_corruption_unless_nothing_follow
             }
         }
     }
-    // A damaged header with nothing after it: an interrupted creation, removed.
+    // The newest segment, listed in the manifest, cut to a damaged header: its header was
+    // synced before the manifest listed it, so this is damage too.
     copy_dir(src, &work);
     remove_hints(&work);
     let newest = segment_path(&work, newest_id);
     std::fs::OpenOptions::new().write(true).open(&newest).expect("open").set_len(64).expect("truncate");
     flip_bit(&newest, 100);
-    let db = Db::open(&work, store.options(false)).expect("open after an interrupted creation");
-    assert_eq!(db.stats().recovery.torn_tail_bytes, 64, "the header-only segment is cut");
-    assert!(!newest.exists(), "the header-only segment is removed");
-    assert_contents(&db, &store.contents(|i| store.places[i].0 != newest_id), "older segments intact");
+    match Db::open(&work, store.options(false)) {
+        Err(Error::Corrupt { path, offset: 0, .. }) => assert_eq!(path, newest),
+        Err(e) => {
+            panic!("a listed header-only segment with a damaged header: expected Corrupt at 0, got {e}")
+        }
+        Ok(db) => panic!("a listed segment's damaged header went unnoticed: {:?}", db.stats().recovery),
+    }
+    // A segment after the newest listed one, with at most a (damaged) header: a rotation
+    // interrupted before its manifest, removed.
+    for len in [0, 30, 64] {
+        copy_dir(src, &work);
+        remove_hints(&work);
+        let unlisted = segment_path(&work, newest_id + 1);
+        let mut header = std::fs::read(segment_path(&work, newest_id)).expect("read")[..len].to_vec();
+        if len > 12 {
+            header[12] ^= 1;
+        }
+        std::fs::write(&unlisted, &header).expect("plant the interrupted rotation");
+        let db = Db::open(&work, store.options(false)).expect("open after an interrupted rotation");
+        assert_eq!(db.stats().recovery.torn_tail_bytes, len as u64, "the header-only segment is cut");
+        assert!(!unlisted.exists(), "the header-only segment is removed");
+        assert_contents(&db, &store.contents(|_| true), "every segment intact");
+    }
 }
 
 /// A record header (kind put, last of its batch) claiming a value of 2^30 bytes, then a few

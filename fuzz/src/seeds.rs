@@ -110,7 +110,18 @@ fn store_seeds(store: &TinyStore, seeds: &mut Vec<(&'static str, String, Vec<u8>
     seeds.push(("record", "segment-1-whole".into(), prefixed(&[0], &[s1])));
     for (base, aligned, kind) in [(3u8, true, 1u8), (200, false, 2), (17, true, 3)] {
         let mut record = Vec::new();
-        fuzzing::encode_record(&mut record, u64::from(base), kind, true, aligned, 99, 2, b"k\0y", b"value");
+        fuzzing::encode_record(
+            &mut record,
+            u64::from(base),
+            kind,
+            true,
+            aligned,
+            99,
+            2,
+            b"k\0y",
+            b"value",
+            Some(64),
+        );
         seeds.push(("record", format!("kind-{kind}-base-{base}"), prefixed(&[base], &[&record])));
     }
     // recovery: the whole store; without its hint; a torn tail; one segment; checksums fixed.
@@ -123,8 +134,11 @@ fn store_seeds(store: &TinyStore, seeds: &mut Vec<(&'static str, String, Vec<u8>
     seeds.push(("hint", "hint".into(), prefixed(&[0], &[&store.hint])));
     seeds.push(("hint", "hint-fix-checksum".into(), prefixed(&[FIX_CHECKSUMS], &[&store.hint])));
     seeds.push(("table_dir", "tables".into(), prefixed(&[0], &[&store.tables])));
-    let unicode =
-        fuzzing::encode_table_dir(9, vec![(2, "ünïcode".into()), (8, String::new()), (5, "x".repeat(40))]);
+    let unicode = fuzzing::encode_table_dir(
+        9,
+        vec![(2, "ünïcode".into()), (8, String::new()), (5, "x".repeat(40))],
+        None,
+    );
     seeds.push(("table_dir", "unicode-names".into(), prefixed(&[FIX_CHECKSUMS], &[&unicode])));
 }
 

@@ -72,6 +72,7 @@ pub fn record(data: &[u8]) {
             record.table,
             key,
             value,
+            record.watermark,
         );
         let decoded = fuzzing::decode_record(&again, base + pos as u64, 0)
             .expect("a re-encoded record decodes")
@@ -81,6 +82,7 @@ pub fn record(data: &[u8]) {
             (record.kind, record.commit, record.aligned)
         );
         assert_eq!((decoded.seq, decoded.table, decoded.end), (record.seq, record.table, end));
+        assert_eq!(decoded.watermark, record.watermark);
         assert_eq!((&again[decoded.key.clone()], &again[decoded.value.clone()]), (key, value));
         pos = record.end;
     }
@@ -144,7 +146,8 @@ fn recovery_options(repair: bool) -> Options {
 
 fn write_store(dir: &Path, parts: &[Vec<u8>]) {
     let tables = RECOVERY_TABLES.iter().zip(1..).map(|(name, id)| (id, (*name).to_owned())).collect();
-    std::fs::write(dir.join(fuzzing::TABLES_FILE), fuzzing::encode_table_dir(4, tables)).expect("write");
+    std::fs::write(dir.join(fuzzing::TABLES_FILE), fuzzing::encode_table_dir(4, tables, None))
+        .expect("write");
     for (id, part) in (1..=3).zip(parts) {
         if !part.is_empty() {
             std::fs::write(dir.join(fuzzing::segment_file_name(id)), part).expect("write");
@@ -210,6 +213,9 @@ fn fix_record_checksum(bytes: &mut [u8], pos: usize) -> Option<usize> {
     let mut lengths = [0u64; 4];
     for length in &mut lengths {
         *length = varint(rest, &mut at)?;
+    }
+    if rest[4] & 0x40 != 0 {
+        varint(rest, &mut at)?; // the commit record's sync watermark
     }
     let key = at;
     let key_len = usize::try_from(lengths[2]).ok()?;
@@ -298,9 +304,9 @@ pub fn table_dir(data: &[u8]) {
     if flags & FIX_CHECKSUMS != 0 {
         fix_trailing_checksum(&mut bytes);
     }
-    let Ok((next_id, tables)) = fuzzing::decode_table_dir(&bytes) else { return };
+    let Ok((next_id, tables, files)) = fuzzing::decode_table_dir(&bytes) else { return };
     assert!(tables.iter().all(|(id, _)| *id < next_id), "{next_id} {tables:?}");
-    assert_eq!(fuzzing::encode_table_dir(next_id, tables), bytes, "not canonical");
+    assert_eq!(fuzzing::encode_table_dir(next_id, tables, files), bytes, "not canonical");
 }
 
 /// The order-preserving key decoder (`src/formats/ordered.rs`) for one key type.

@@ -102,10 +102,20 @@ pub(crate) fn compact(inner: &Inner, scope: Scope) -> Result<CompactionStats> {
         }
         stats.log_bytes_after = log_bytes(&w.working);
         publish_synced(inner, &mut w)?;
+        // Hints may point into the victims. Rather than write a new one now (it would take
+        // as much room as a fifth of the live data of small records), drop them: the next
+        // checkpoint or the clean close writes a fresh one, and until then a crash means a
+        // scan. They go before the manifest changes: a hint left behind never resumes in a
+        // listed segment past its end.
+        hint::remove_older(&*inner.options.vfs, &inner.dir, u64::MAX);
+        // The manifest without the victims: from now on they are leftovers, deleted on open
+        // if a crash comes before the unlinks below.
+        let place = inner.placement();
+        let tables = w.tables.clone();
+        w.write_manifest(&place, tables).inspect_err(|e| inner.poison(&e.to_string()))?;
     }
-    // Oldest first, each unlink durable before the next: a crash halfway leaves newer
-    // tombstones with every value they hide (unsynced directory changes may persist in any
-    // order). A failure poisons the engine: which files are gone is then unknown.
+    // Oldest first, each unlink durable before the next. A failure poisons the engine:
+    // which files are gone is then unknown until a reopen reads the manifest.
     let vfs = &*inner.options.vfs;
     for victim in &victims {
         let unlinked =
@@ -120,17 +130,13 @@ pub(crate) fn compact(inner: &Inner, scope: Scope) -> Result<CompactionStats> {
     stats.segments_compacted = victims.len();
     inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
     inner.counters.bytes_rewritten.fetch_add(stats.bytes_rewritten, Ordering::Relaxed);
-    // Hints may point into the deleted segments. Rather than write a new one now (it would
-    // take as much room as a fifth of the live data of small records), drop them: the next
-    // checkpoint or the clean close writes a fresh one, and until then a crash means a scan.
-    hint::remove_older(vfs, &inner.dir, u64::MAX);
     Ok(stats)
 }
 
 /// Syncs the active segment, then publishes the writer's version: the copies (and any batch
 /// appended meanwhile) are durable before anyone sees them.
 fn publish_synced(inner: &Inner, w: &mut super::writer::Writer) -> Result<()> {
-    inner.sync_log(&*w.active_file(), w.active.segment.path())?;
+    inner.sync_log(&*w.active_file(), &w.active.segment, w.active.pos)?;
     let version = Arc::new(w.working.clone());
     inner.syncer.mark_synced(w.working.seq, || inner.current.store(version));
     Ok(())

@@ -33,6 +33,7 @@ pub struct Record {
     pub key: Range<usize>,
     pub value: Range<usize>,
     pub end: usize,
+    pub watermark: Option<u64>,
 }
 
 /// [`record::decode`]: `Ok(None)` at the end of the log, `Err` for bad bytes.
@@ -47,13 +48,15 @@ pub fn decode_record(bytes: &[u8], base: u64, offset: usize) -> Result<Option<Re
             key: d.key..d.key + d.key_len,
             value: d.value..d.value + d.value_len,
             end: d.end,
+            watermark: d.watermark,
         })),
         Next::End => Ok(None),
         Next::Bad(reason) => Err(reason),
     }
 }
 
-/// [`record::encode`] of one record (kind as in [`Record`]); returns the offset past it.
+/// [`record::encode`] of one record (kind as in [`Record`]; a watermark only with `commit`);
+/// returns the offset past it.
 /// Panics on an unknown kind: callers pass kinds that [`decode_record`] returned.
 #[allow(clippy::too_many_arguments)] // one argument per record field
 pub fn encode_record(
@@ -66,6 +69,7 @@ pub fn encode_record(
     table: u32,
     key: &[u8],
     value: &[u8],
+    watermark: Option<u64>,
 ) -> usize {
     let kind = match kind {
         1 => Kind::Put,
@@ -73,7 +77,8 @@ pub fn encode_record(
         3 => Kind::Clear,
         _ => panic!("unknown record kind {kind}"),
     };
-    record::encode(out, base, &RecordRef { kind, commit, aligned, seq, table, key, value }).end
+    let record = RecordRef { kind, commit, aligned, seq, table, key, value, watermark };
+    record::encode(out, base, &record).end
 }
 
 /// [`SegmentHeader::decode`]: the segment id and first sequence number.
@@ -128,12 +133,18 @@ pub fn decode_hint(bytes: &[u8], segment_len: &dyn Fn(u32) -> Option<u64>) -> Re
 /// Every table of a table directory: (id, name).
 pub type TableList = Vec<(u32, String)>;
 
-/// [`tables::TableDir::decode`]: the next table id and every table.
-pub fn decode_table_dir(bytes: &[u8]) -> Result<(u32, TableList), (u64, String)> {
-    tables::TableDir::decode(bytes).map(|dir| (dir.next_id, dir.tables))
+/// The segment files of a format-2 table directory: (sealed id, length) and the active id.
+pub type FileList = (Vec<(u32, u64)>, u32);
+
+/// [`tables::TableDir::decode`]: the next table id, every table, and the segment files
+/// (`None` in format 1).
+pub fn decode_table_dir(bytes: &[u8]) -> Result<(u32, TableList, Option<FileList>), (u64, String)> {
+    tables::TableDir::decode(bytes)
+        .map(|dir| (dir.next_id, dir.tables, dir.files.map(|files| (files.sealed, files.active))))
 }
 
-/// [`tables::TableDir::encode`].
-pub fn encode_table_dir(next_id: u32, tables: TableList) -> Vec<u8> {
-    tables::TableDir { next_id, tables }.encode()
+/// [`tables::TableDir::encode`]: format 2 with `files`, else format 1 (an older build's).
+pub fn encode_table_dir(next_id: u32, tables: TableList, files: Option<FileList>) -> Vec<u8> {
+    let files = files.map(|(sealed, active)| tables::FileSet { sealed, active });
+    tables::TableDir { next_id, tables, files }.encode()
 }

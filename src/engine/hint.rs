@@ -226,20 +226,26 @@ pub(crate) fn decode(bytes: &[u8], segment_len: &dyn Fn(u32) -> Option<u64>) -> 
     Ok(Hint { seq, resume, tables })
 }
 
-/// Reads the hint file `name` of `dir`.
-pub(crate) fn read(
-    vfs: &dyn Vfs,
-    dir: &Path,
-    name: &str,
-    segment_len: &dyn Fn(u32) -> Option<u64>,
-) -> Result<Hint> {
-    let path = dir.join(name);
-    let file = vfs.open(&path, OpenMode::ReadOnly).map_err(|e| Error::io("opening", &path, e))?;
-    let len = file.size().map_err(|e| Error::io("measuring", &path, e))?;
-    let len = usize::try_from(len).map_err(|_| Error::corrupt(&path, 0, "the hint is too large"))?;
+/// The bytes of the hint file `path`.
+pub(crate) fn read(vfs: &dyn Vfs, path: &Path) -> Result<Vec<u8>> {
+    let file = vfs.open(path, OpenMode::ReadOnly).map_err(|e| Error::io("opening", path, e))?;
+    let len = file.size().map_err(|e| Error::io("measuring", path, e))?;
+    let len = usize::try_from(len).map_err(|_| Error::corrupt(path, 0, "the hint is too large"))?;
     let mut bytes = vec![0; len];
-    file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io("reading", &path, e))?;
-    decode(&bytes, segment_len).map_err(|(offset, reason)| Error::corrupt(path, offset, reason))
+    file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io("reading", path, e))?;
+    Ok(bytes)
+}
+
+/// The resume point of a hint's bytes, if its checksum and magic hold, without decoding its
+/// entries: recovery checks it against the log before anything else.
+pub(crate) fn resume_point(bytes: &[u8]) -> Option<(u32, u64)> {
+    let body = bytes.get(..bytes.len().checked_sub(4)?)?;
+    let crc = bytes.get(body.len()..)?;
+    if u32::from_le_bytes(crc.try_into().ok()?) != crc32c::crc32c(body) || body.get(..8)? != MAGIC {
+        return None;
+    }
+    let mut r = Reader::new(body.get(16..)?, 16);
+    Some((r.u32().ok()?, r.u64().ok()?))
 }
 
 #[cfg(test)]

@@ -668,23 +668,25 @@ impl Inner {
         dir: tables::TableDir,
         change: impl FnOnce(&mut Version),
     ) -> Result<()> {
-        self.sync_log(&*w.active_file(), w.active.segment.path())?;
-        if let Err(e) = tables::write(&*self.options.vfs, &self.dir, &dir) {
+        self.sync_log(&*w.active_file(), &w.active.segment, w.active.pos)?;
+        if let Err(e) = w.write_manifest(&self.placement(), dir) {
             self.poison(&e.to_string());
             return Err(e);
         }
-        w.tables = dir;
         change(&mut w.working);
         let version = Arc::new(w.working.clone());
         self.syncer.mark_synced(w.working.seq, || self.current.store(version));
         Ok(())
     }
 
-    /// Syncs a segment file of the log: counted, and a failure poisons the engine.
-    fn sync_log(&self, file: &dyn io::VfsFile, path: &Path) -> Result<()> {
-        let synced = file.sync_data().map_err(|e| Error::io("syncing", path, e));
-        if let Err(e) = &synced {
-            self.poison(&e.to_string());
+    /// Syncs `file`, the file of `segment`, whose first `written` bytes were written before:
+    /// counted, marked in the segment (the sync watermark of later batches), and a failure
+    /// poisons the engine.
+    fn sync_log(&self, file: &dyn io::VfsFile, segment: &segment::Segment, written: u64) -> Result<()> {
+        let synced = file.sync_data().map_err(|e| Error::io("syncing", segment.path(), e));
+        match &synced {
+            Ok(()) => segment.mark_synced(written),
+            Err(e) => self.poison(&e.to_string()),
         }
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         synced
@@ -692,11 +694,11 @@ impl Inner {
 
     fn flush(&self) -> Result<()> {
         // Synced outside the writer lock: committers go on meanwhile.
-        let (file, path) = {
+        let (file, segment, written) = {
             let w = self.writer.lock();
-            (w.active_file(), w.active.segment.path().to_owned())
+            (w.active_file(), Arc::clone(&w.active.segment), w.active.pos)
         };
-        self.sync_log(&*file, &path)
+        self.sync_log(&*file, &segment, written)
     }
 
     /// Writes a hint of the latest published version.

@@ -5,8 +5,11 @@
 
 /// Length of a segment's file header.
 pub(crate) const SEGMENT_HEADER_LEN: usize = 64;
-/// Magic of a segment file; the last byte is the format version.
-const SEGMENT_MAGIC: [u8; 8] = *b"TKVSEG\0\x01";
+/// Magic of a segment file; the last byte is the format version: 2 since commit records
+/// carry a sync watermark ([`FLAG_WATERMARK`]), so that older builds refuse the files.
+const SEGMENT_MAGIC: [u8; 8] = *b"TKVSEG\0\x02";
+/// Segment format versions this build reads: 1 (no watermarks) and 2.
+const SEGMENT_VERSIONS: std::ops::RangeInclusive<u8> = 1..=2;
 
 /// Longest key a record may carry.
 pub const MAX_KEY_LEN: usize = 1 << 16;
@@ -41,7 +44,11 @@ impl Kind {
 pub(crate) const FLAG_COMMIT: u8 = 0x10;
 /// Flag: the value starts at a 16-byte-aligned file offset (zero padding after the key).
 pub(crate) const FLAG_ALIGNED: u8 = 0x20;
-const KNOWN_FLAGS: u8 = FLAG_COMMIT | FLAG_ALIGNED;
+/// Flag (commit records only): a varint after the value length gives the record's sync
+/// watermark, the offset of its segment up to which the log was durable when its batch was
+/// encoded. Recovery uses it to tell a torn tail from damage (`docs/design.md` §5).
+pub(crate) const FLAG_WATERMARK: u8 = 0x40;
+pub(crate) const KNOWN_FLAGS: u8 = FLAG_COMMIT | FLAG_ALIGNED | FLAG_WATERMARK;
 
 /// The segment file header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +80,8 @@ impl SegmentHeader {
         if bytes[0..6] != SEGMENT_MAGIC[0..6] {
             return Err("not a typed-kv segment (bad magic)".to_owned());
         }
-        if bytes[6..8] != SEGMENT_MAGIC[6..8] {
-            return Err(format!("segment format version {} is not supported (expected 1)", bytes[7]));
+        if bytes[6] != SEGMENT_MAGIC[6] || !SEGMENT_VERSIONS.contains(&bytes[7]) {
+            return Err(format!("segment format version {} is not supported (expected 1 or 2)", bytes[7]));
         }
         let crc = u32::from_le_bytes(le4(&bytes[60..64]));
         if crc != crc32c::crc32c(&bytes[..60]) {
@@ -114,6 +121,8 @@ pub(crate) struct RecordRef<'a> {
     pub(crate) table: u32,
     pub(crate) key: &'a [u8],
     pub(crate) value: &'a [u8],
+    /// The sync watermark of a commit record ([`FLAG_WATERMARK`]).
+    pub(crate) watermark: Option<u64>,
 }
 
 /// Where an encoded record's parts lie, relative to the start of its buffer.
@@ -132,6 +141,9 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Most bytes a varint takes.
+pub(crate) const MAX_VARINT_LEN: u64 = 10;
+
 fn varint_len(v: u64) -> u64 {
     u64::from((64 - (v | 1).leading_zeros()).div_ceil(7))
 }
@@ -144,7 +156,8 @@ pub(crate) fn encoded_len(pos: u64, record: &RecordRef<'_>) -> u64 {
         + varint_len(record.seq)
         + varint_len(u64::from(record.table))
         + varint_len(key_len)
-        + varint_len(value_len);
+        + varint_len(value_len)
+        + record.watermark.map_or(0, varint_len);
     let mut value_pos = pos + header + key_len;
     if record.aligned {
         value_pos = value_pos.next_multiple_of(VALUE_ALIGN as u64);
@@ -158,13 +171,17 @@ pub(crate) fn encoded_len(pos: u64, record: &RecordRef<'_>) -> u64 {
 pub(crate) fn encode(out: &mut Vec<u8>, base: u64, record: &RecordRef<'_>) -> Placed {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    let flags =
-        (if record.commit { FLAG_COMMIT } else { 0 }) | (if record.aligned { FLAG_ALIGNED } else { 0 });
+    let flags = (if record.commit { FLAG_COMMIT } else { 0 })
+        | (if record.aligned { FLAG_ALIGNED } else { 0 })
+        | (if record.watermark.is_some() { FLAG_WATERMARK } else { 0 });
     out.push(record.kind as u8 | flags);
     put_varint(out, record.seq);
     put_varint(out, u64::from(record.table));
     put_varint(out, record.key.len() as u64);
     put_varint(out, record.value.len() as u64);
+    if let Some(watermark) = record.watermark {
+        put_varint(out, watermark);
+    }
     let key_offset = out.len();
     out.extend_from_slice(record.key);
     if record.aligned {
@@ -197,6 +214,8 @@ pub(crate) struct Decoded {
     pub(crate) value_len: usize,
     /// Offset just past the record.
     pub(crate) end: usize,
+    /// The sync watermark of a commit record, if it carries one.
+    pub(crate) watermark: Option<u64>,
 }
 
 /// What lies at an offset of a segment.
@@ -243,28 +262,54 @@ pub(crate) fn decode(bytes: &[u8], base: u64, offset: usize) -> Next {
         // Five zero bytes cannot start a record (kind 0 does not exist): the log ends here.
         return Next::End;
     }
+    match frame(bytes, base, offset).and_then(|framed| check(bytes, &framed).map(|()| framed)) {
+        Ok(framed) => Next::Record(framed.record),
+        Err(reason) => Next::Bad(reason),
+    }
+}
+
+/// A record whose header reads and whose parts fit in the bytes; its checksum is not checked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Framed {
+    pub(crate) record: Decoded,
+    /// Offset of the record's first byte.
+    start: usize,
+    /// The stored checksum.
+    crc: u32,
+    /// Offset just past the header (where the key starts).
+    header_end: usize,
+}
+
+/// Reads the header of the record at `offset` (file offset `base + offset`) and where its
+/// parts lie, without checking its padding or checksum.
+pub(crate) fn frame(bytes: &[u8], base: u64, offset: usize) -> Result<Framed, String> {
+    let Some(rest) = bytes.get(offset..) else {
+        return Err(format!("offset {offset} is past the end ({} bytes)", bytes.len()));
+    };
     if rest.len() < 5 {
-        return Next::Bad("a record header is cut off".to_owned());
+        return Err("a record header is cut off".to_owned());
     }
     let crc = u32::from_le_bytes(le4(&rest[0..4]));
     let kind_flags = rest[4];
     let Some(kind) = Kind::from_bits(kind_flags & 0x0f) else {
-        return Next::Bad(format!("unknown record kind {}", kind_flags & 0x0f));
+        return Err(format!("unknown record kind {}", kind_flags & 0x0f));
     };
     if kind_flags & 0xf0 & !KNOWN_FLAGS != 0 {
-        return Next::Bad(format!("unknown record flags {:#04x}", kind_flags & 0xf0));
+        return Err(format!("unknown record flags {:#04x}", kind_flags & 0xf0));
+    }
+    let commit = kind_flags & FLAG_COMMIT != 0;
+    if kind_flags & FLAG_WATERMARK != 0 && !commit {
+        return Err("a sync watermark on a record that does not end its batch".to_owned());
     }
     let mut pos = 5;
-    let fields = (|| {
-        let seq = get_varint(rest, &mut pos, u64::MAX, "sequence number")?;
-        let table = get_varint(rest, &mut pos, u64::from(u32::MAX), "table id")? as u32;
-        let key_len = get_varint(rest, &mut pos, MAX_KEY_LEN as u64, "key length")? as usize;
-        let value_len = get_varint(rest, &mut pos, MAX_VALUE_LEN as u64, "value length")? as usize;
-        Ok::<_, String>((seq, table, key_len, value_len))
-    })();
-    let (seq, table, key_len, value_len) = match fields {
-        Ok(fields) => fields,
-        Err(reason) => return Next::Bad(reason),
+    let seq = get_varint(rest, &mut pos, u64::MAX, "sequence number")?;
+    let table = get_varint(rest, &mut pos, u64::from(u32::MAX), "table id")? as u32;
+    let key_len = get_varint(rest, &mut pos, MAX_KEY_LEN as u64, "key length")? as usize;
+    let value_len = get_varint(rest, &mut pos, MAX_VALUE_LEN as u64, "value length")? as usize;
+    let watermark = if kind_flags & FLAG_WATERMARK != 0 {
+        Some(get_varint(rest, &mut pos, u64::MAX, "sync watermark")?)
+    } else {
+        None
     };
     let header_end = pos;
     let key = header_end;
@@ -276,23 +321,11 @@ pub(crate) fn decode(bytes: &[u8], base: u64, offset: usize) -> Next {
     }
     let end = value + value_len;
     if end > rest.len() {
-        return Next::Bad(format!(
-            "the record claims {end} bytes but only {} remain in the file",
-            rest.len()
-        ));
+        return Err(format!("the record claims {end} bytes but only {} remain in the file", rest.len()));
     }
-    if rest[key + key_len..value].iter().any(|&b| b != 0) {
-        return Next::Bad("non-zero padding before the value".to_owned());
-    }
-    let mut actual = crc32c::crc32c(&rest[4..header_end]);
-    actual = crc32c::crc32c_append(actual, &rest[key..key + key_len]);
-    actual = crc32c::crc32c_append(actual, &rest[value..end]);
-    if actual != crc {
-        return Next::Bad(format!("checksum mismatch (stored {crc:#010x}, computed {actual:#010x})"));
-    }
-    Next::Record(Decoded {
+    let record = Decoded {
         kind,
-        commit: kind_flags & FLAG_COMMIT != 0,
+        commit,
         aligned,
         seq,
         table,
@@ -301,6 +334,46 @@ pub(crate) fn decode(bytes: &[u8], base: u64, offset: usize) -> Next {
         value: offset + value,
         value_len,
         end: offset + end,
+        watermark,
+    };
+    Ok(Framed { record, start: offset, crc, header_end: offset + header_end })
+}
+
+/// Checks a framed record's padding and checksum.
+fn check(bytes: &[u8], framed: &Framed) -> Result<(), String> {
+    let d = &framed.record;
+    let key_end = d.key + d.key_len;
+    if bytes[key_end..d.value].iter().any(|&b| b != 0) {
+        return Err("non-zero padding before the value".to_owned());
+    }
+    // The checksum covers the header after itself (kind onwards), the key and the value.
+    let mut actual = crc32c::crc32c(&bytes[framed.start + 4..framed.header_end]);
+    actual = crc32c::crc32c_append(actual, &bytes[d.key..key_end]);
+    actual = crc32c::crc32c_append(actual, &bytes[d.value..d.end]);
+    if actual != framed.crc {
+        return Err(format!("checksum mismatch (stored {:#010x}, computed {actual:#010x})", framed.crc));
+    }
+    Ok(())
+}
+
+/// The first checksummed commit record after `from` whose sync watermark lies beyond
+/// `from`, searched at every byte offset up to the end of `bytes`: proof that the bytes at
+/// `from` had been made durable before a later batch was written, so damage there is not a
+/// torn write. A commit record without a watermark (segment format 1) counts as such proof.
+/// Headers are read before any checksum is computed, so a watermark at or below `from`
+/// costs no checksum.
+pub(crate) fn durable_commit_after(bytes: &[u8], base: u64, from: usize) -> Option<Decoded> {
+    (from + 1..bytes.len()).find_map(|offset| {
+        let kind_flags = *bytes.get(offset + 4)?;
+        if kind_flags & FLAG_COMMIT == 0
+            || Kind::from_bits(kind_flags & 0x0f).is_none()
+            || kind_flags & 0xf0 & !KNOWN_FLAGS != 0
+        {
+            return None;
+        }
+        let framed = frame(bytes, base, offset).ok()?;
+        let proves = framed.record.watermark.is_none_or(|w| w > base + from as u64);
+        (proves && check(bytes, &framed).is_ok()).then_some(framed.record)
     })
 }
 
@@ -309,7 +382,16 @@ mod tests {
     use super::*;
 
     fn record<'a>(key: &'a [u8], value: &'a [u8], aligned: bool) -> RecordRef<'a> {
-        RecordRef { kind: Kind::Put, commit: true, aligned, seq: 300, table: 7, key, value }
+        RecordRef {
+            kind: Kind::Put,
+            commit: true,
+            aligned,
+            seq: 300,
+            table: 7,
+            key,
+            value,
+            watermark: Some(4160),
+        }
     }
 
     #[test]
@@ -318,9 +400,12 @@ mod tests {
         for pos in [0u64, 1, 15, 16, 17, 1 << 33] {
             for (seq, table) in [(0, 0), (127, 128), (300, 16_384), (u64::MAX, u32::MAX)] {
                 for (key, value) in [(&b""[..], &b""[..]), (b"k", &long[..200]), (&long[..], b"v")] {
-                    for aligned in [false, true] {
+                    for (aligned, watermark) in
+                        [(false, None), (true, None), (false, Some(1 << 40)), (true, Some(0))]
+                    {
+                        let commit = watermark.is_some();
                         let record =
-                            RecordRef { kind: Kind::Put, commit: false, aligned, seq, table, key, value };
+                            RecordRef { kind: Kind::Put, commit, aligned, seq, table, key, value, watermark };
                         let mut buf = vec![0; (pos % 16) as usize];
                         let before = buf.len();
                         encode(&mut buf, pos - pos % 16, &record);
@@ -345,6 +430,7 @@ mod tests {
                 }
                 let Next::Record(d) = decode(&buf, base - 3, 3) else { panic!("not decoded at {base}") };
                 assert_eq!((d.seq, d.table, d.kind, d.commit, d.aligned), (300, 7, Kind::Put, true, aligned));
+                assert_eq!(d.watermark, Some(4160));
                 assert_eq!(&buf[d.key..d.key + d.key_len], b"key");
                 assert_eq!(&buf[d.value..d.value + d.value_len], b"value");
                 assert_eq!(d.end, buf.len());
@@ -363,6 +449,35 @@ mod tests {
             let next = decode(&bad, 64, 0);
             assert!(matches!(next, Next::Bad(_)), "flipping bit {bit} gave {next:?}");
         }
+    }
+
+    #[test]
+    fn only_a_watermark_beyond_the_damage_proves_it_durable() {
+        // Three batches at file offset 64: watermarks 64, 64 (written before any sync) and
+        // then the end of the first batch (synced by then).
+        let mut bytes = vec![0u8; 64];
+        let mut ends = Vec::new();
+        for watermark in [64, 64, 0] {
+            let watermark = if watermark == 0 { ends[0] } else { watermark };
+            let record = RecordRef { watermark: Some(watermark as u64), ..record(b"k", b"v", false) };
+            let mut out = Vec::new();
+            encode(&mut out, bytes.len() as u64, &record);
+            bytes.extend_from_slice(&out);
+            ends.push(bytes.len());
+        }
+        let found = durable_commit_after(&bytes, 0, 64).expect("the third batch proves offset 64 durable");
+        assert_eq!((found.end, found.watermark), (ends[2], Some(ends[0] as u64)));
+        assert_eq!(durable_commit_after(&bytes, 0, ends[0]), None, "nothing proves the second batch durable");
+        // Format 1: any commit record after the damage is proof.
+        let mut v1 = vec![0u8; 64];
+        let mut out = Vec::new();
+        encode(&mut out, 64, &RecordRef { watermark: None, ..record(b"k", b"v", false) });
+        v1.extend_from_slice(&out);
+        assert!(durable_commit_after(&v1, 0, 10).is_some());
+        // A damaged proof is none.
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert_eq!(durable_commit_after(&bytes, 0, 64), None);
     }
 
     #[test]

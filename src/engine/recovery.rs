@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::error::{Error, Result};
 use super::hint;
 use super::index::{IndexKey, Loc, TableMap, TableState, Usage, Version};
-use super::io::{OpenMode, VfsFile};
+use super::io::{OpenMode, Vfs, VfsFile};
 use super::record::{self, Decoded, Kind, Next, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::segment::{self, Segment};
 use super::table_map::Entry;
@@ -49,10 +49,12 @@ pub(crate) struct Recovered {
     pub(crate) lock: std::fs::File,
 }
 
-/// A mapped segment during recovery, with its file (kept for the newest one).
+/// A mapped segment during recovery. Only the newest keeps its file open (it becomes the
+/// active segment): a mapping needs no descriptor, and a store may hold more segments than
+/// the process may open files.
 struct Opened {
     segment: Arc<Segment>,
-    file: Arc<dyn VfsFile>,
+    file: Option<Arc<dyn VfsFile>>,
 }
 
 /// Takes the directory's exclusive lock.
@@ -113,34 +115,25 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
         });
     }
     hints.sort_unstable_by(|a, b| b.cmp(a));
-    let table_dir = tables::read(vfs, dir)?.unwrap_or(TableDir { next_id: 1, tables: Vec::new() });
-
-    // Map every segment; a newest segment without a valid header was being created when the
-    // process died, and holds nothing acknowledged.
-    let mut opened: BTreeMap<u32, Opened> = BTreeMap::new();
-    while let Some(&id) = segment_ids.last() {
-        let path = dir.join(segment::file_name(id));
-        let file = vfs.open(&path, OpenMode::ReadWrite).map_err(|e| Error::io("opening", &path, e))?;
-        let len = file.size().map_err(|e| Error::io("measuring", &path, e))?;
-        let mut header = [0u8; SEGMENT_HEADER_LEN];
-        let header_ok = len >= SEGMENT_HEADER_LEN as u64
-            && file.read_exact_at(&mut header, 0).is_ok()
-            && SegmentHeader::decode(&header).is_ok_and(|h| h.id == id);
-        if header_ok {
-            break;
+    let (table_dir, migrate) = match tables::read(vfs, dir)? {
+        Some(table_dir) => {
+            let migrate = table_dir.files.is_none();
+            (table_dir, migrate)
         }
-        if len > SEGMENT_HEADER_LEN as u64 {
-            // Records are appended only after the header is synced: bytes past the header
-            // mean it was whole once, so this is damage, not an interrupted creation.
-            return Err(match SegmentHeader::decode(&header) {
-                Ok(h) => Error::corrupt(path, 8, format!("the header says segment {}", h.id)),
-                Err(reason) => Error::corrupt(path, 0, reason),
-            });
+        None => {
+            new_store_leftovers(vfs, dir, &mut segment_ids, &mut report)?;
+            (TableDir::default(), true)
         }
-        vfs.remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
-        report.torn_tail_bytes += len;
-        segment_ids.pop();
+    };
+    match &table_dir.files {
+        Some(files) => hold_to_manifest(vfs, dir, files, &mut segment_ids, &mut report)?,
+        None => remove_interrupted_creation(vfs, dir, &mut segment_ids, &mut report)?,
     }
+    // Whether the manifest must be written at the end: a new store, one of format 1, or one
+    // whose sealed segments repair changed.
+    let mut rewrite_manifest = migrate;
+    // Map every segment.
+    let mut opened: BTreeMap<u32, Opened> = BTreeMap::new();
     let newest = segment_ids.last().copied();
     for &id in &segment_ids {
         let path = dir.join(segment::file_name(id));
@@ -149,7 +142,23 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
         let capacity =
             if Some(id) == newest { options.segment_size.max(len).next_multiple_of(4096) } else { len };
         if len < SEGMENT_HEADER_LEN as u64 {
-            return Err(Error::corrupt(path, 0, format!("a sealed segment of {len} bytes has no header")));
+            return Err(Error::corrupt(path, 0, format!("a segment of {len} bytes has no header")));
+        }
+        if let Some(listed) = table_dir.files.as_ref().and_then(|f| f.sealed_len(id)) {
+            if len != listed {
+                let what = if len < listed { "cut short" } else { "grown" };
+                let reason = format!(
+                    "the sealed segment is {len} bytes, {} lists it at {listed}: it was {what}",
+                    tables::FILE
+                );
+                if !options.repair {
+                    return Err(Error::corrupt(path, len.min(listed), reason));
+                }
+                // Repair keeps what the file holds (its batches are checked as any others)
+                // and lists the segment at its new length.
+                report.repaired.push(format!("{} at offset {}: {reason}", path.display(), len.min(listed)));
+                rewrite_manifest = true;
+            }
         }
         let capacity =
             usize::try_from(capacity).map_err(|_| Error::corrupt(&path, 0, "segment too large to map"))?;
@@ -162,18 +171,44 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
             }
             Err(reason) => return Err(Error::corrupt(path, 0, reason)),
         }
+        let file = (Some(id) == newest).then_some(file);
         opened.insert(id, Opened { segment, file });
     }
 
-    // The newest usable hint.
+    // The newest usable hint. Its resume point is checked first: one past the end of a
+    // segment that exists means the segment lost bytes the hint saw written and synced.
     let segment_len = |id: u32| opened.get(&id).map(|o| o.segment.written());
     let mut loaded = None;
     if let Some((_, name)) = hints.first() {
-        match hint::read(vfs, dir, name, &segment_len) {
-            Ok(h) if segment_len(h.resume.0).is_some_and(|len| h.resume.1 <= len) => loaded = Some(h),
-            Ok(h) => {
-                report.hint_rejected =
-                    Some(format!("{name}: resume point {:?} is not in the log (compacted since)", h.resume))
+        let path = dir.join(name);
+        match hint::read(vfs, &path) {
+            Ok(bytes) => {
+                let cut_short = hint::resume_point(&bytes).and_then(|(id, resume)| {
+                    let len = segment_len(id).filter(|&len| resume > len)?;
+                    let reason = format!(
+                        "the segment ends at {len} bytes, but {name} resumes at {resume}: it was cut short"
+                    );
+                    Some(Error::corrupt(dir.join(segment::file_name(id)), len, reason))
+                });
+                match cut_short {
+                    Some(e) if !options.repair => return Err(e),
+                    // Repair scans the log instead, and cuts it where it is damaged.
+                    Some(e) => report.hint_rejected = Some(e.to_string()),
+                    None => {}
+                }
+                match hint::decode(&bytes, &segment_len) {
+                    _ if report.hint_rejected.is_some() => {}
+                    Ok(h) if segment_len(h.resume.0).is_some() => loaded = Some(h),
+                    Ok(h) => {
+                        report.hint_rejected = Some(format!(
+                            "{name}: resume point {:?} is not in the log (compacted since)",
+                            h.resume
+                        ))
+                    }
+                    Err((offset, reason)) => {
+                        report.hint_rejected = Some(Error::corrupt(path, offset, reason).to_string())
+                    }
+                }
             }
             Err(e) => report.hint_rejected = Some(e.to_string()),
         }
@@ -221,10 +256,33 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
         let len = o.segment.written();
         if let Some((offset, reason)) = scanned.damage {
             let path = o.segment.path();
-            if !is_newest && !options.repair {
+            // In the newest segment, damage is the torn tail of an unacknowledged write only
+            // if no later commit record says the log was durable past it.
+            let proof = if is_newest {
+                record::durable_commit_after(o.segment.written_bytes(), 0, offset)
+            } else {
+                None
+            };
+            let torn = is_newest && proof.is_none();
+            let reason = match proof {
+                Some(d) => match d.watermark {
+                    Some(w) => format!(
+                        "{reason}; a valid batch ending at offset {} follows, written once the log was \
+                         durable up to offset {w}, so this is damage to durable data, not a torn write",
+                        d.end
+                    ),
+                    None => format!(
+                        "{reason}; a valid batch ending at offset {} follows, so this is damage, not a torn write",
+                        d.end
+                    ),
+                },
+                None => reason,
+            };
+            if !torn && !options.repair {
                 return Err(Error::corrupt(path, offset as u64, reason));
             }
-            if !is_newest {
+            if !torn {
+                rewrite_manifest = true;
                 report.repaired.push(format!(
                     "{} at offset {offset}: {reason} ({} bytes dropped)",
                     path.display(),
@@ -233,12 +291,12 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
             } else {
                 report.torn_tail_bytes += len - scanned.end as u64;
             }
-            cut(o, scanned.end as u64)?;
+            cut(vfs, o, scanned.end as u64)?;
         } else if scanned.end as u64 != len {
             // Zeros after the last batch: preallocated space (see `Options::preallocate`) or
             // an append that never reached the file. Nothing was torn; cut them so the next
             // batch follows the last one.
-            cut(o, scanned.end as u64)?;
+            cut(vfs, o, scanned.end as u64)?;
         }
     }
     replay.finish();
@@ -250,7 +308,13 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
             let pos = o.segment.written();
             // Ids below the largest possible were checked above.
             let next = o.segment.id().saturating_add(1);
-            (Active { file: o.file, segment: o.segment, pos, file_len: pos }, next)
+            let path = o.segment.path();
+            let file = o.file.ok_or_else(|| Error::corrupt(path, 0, "the newest segment lost its file"))?;
+            // What the log holds now is durable before any batch says so in its watermark
+            // (a process killed before its syncs may have left dirty pages behind).
+            file.sync_data().map_err(|e| Error::io("syncing", path, e))?;
+            o.segment.mark_synced(pos);
+            (Active { file, segment: o.segment, pos, file_len: pos }, next)
         }
         None => {
             let active = Writer::create_segment(&place, 1, max_seq + 1, 0)?;
@@ -261,17 +325,158 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
     version.seq = max_seq;
     version.end = (active.segment.id(), active.pos);
     let usage = Usage::recount(&version);
-    let writer = Writer::new(version, active, max_seq + 1, next_segment_id, usage, table_dir);
+    let mut writer = Writer::new(version, active, max_seq + 1, next_segment_id, usage, table_dir);
+    if rewrite_manifest {
+        // A new store, or one of format 1 (no segment list): from now on the manifest says
+        // which segments must exist. After a repair: their new lengths.
+        let tables = writer.tables.clone();
+        writer.write_manifest(&place, tables)?;
+    }
     Ok(Recovered { writer, report, lock })
 }
 
+/// Size of segment file `path`.
+fn file_len(vfs: &dyn Vfs, path: &Path) -> Result<u64> {
+    let file = vfs.open(path, OpenMode::ReadOnly).map_err(|e| Error::io("opening", path, e))?;
+    file.size().map_err(|e| Error::io("measuring", path, e))
+}
+
+/// Removes segment `id`, a leftover that holds nothing the store needs.
+fn remove_segment(vfs: &dyn Vfs, dir: &Path, id: u32) -> Result<()> {
+    let path = dir.join(segment::file_name(id));
+    vfs.remove_file(&path).map_err(|e| Error::io("removing", &path, e))
+}
+
+/// No table directory: a new store, or one whose first open died after creating its first
+/// segment and before writing the manifest, so that no segment holds more than a header.
+/// Segments holding records mean the file was lost: an error, never an empty store.
+fn new_store_leftovers(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    segment_ids: &mut Vec<u32>,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    for &id in segment_ids.iter() {
+        let len = file_len(vfs, &dir.join(segment::file_name(id)))?;
+        if len > SEGMENT_HEADER_LEN as u64 {
+            return Err(Error::corrupt(
+                dir.join(tables::FILE),
+                0,
+                format!(
+                    "the table directory and manifest is missing, yet {} holds {len} bytes of records",
+                    segment::file_name(id)
+                ),
+            ));
+        }
+    }
+    for id in segment_ids.drain(..) {
+        report.torn_tail_bytes += file_len(vfs, &dir.join(segment::file_name(id)))?;
+        remove_segment(vfs, dir, id)?;
+    }
+    Ok(())
+}
+
+/// Holds the segment files to the manifest: a listed segment missing is an error (lengths and
+/// headers are checked as they are mapped). Unlisted ones are leftovers: older than the
+/// active one, victims of a compaction that published the manifest without them and was
+/// cut short before unlinking them; newer, created by a rotation cut short before its
+/// manifest, holding their header alone. Both are removed. An unlisted newer segment with
+/// more than a header is an error: records are appended only once their segment is listed.
+fn hold_to_manifest(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    files: &tables::FileSet,
+    segment_ids: &mut Vec<u32>,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let mut removed = false;
+    for &id in segment_ids.iter().filter(|&&id| !files.lists(id)) {
+        if id > files.active {
+            let path = dir.join(segment::file_name(id));
+            let len = file_len(vfs, &path)?;
+            if len > SEGMENT_HEADER_LEN as u64 {
+                return Err(Error::corrupt(
+                    path,
+                    SEGMENT_HEADER_LEN as u64,
+                    format!(
+                        "{len} bytes in a segment that {} does not list (its newest is {})",
+                        tables::FILE,
+                        files.active
+                    ),
+                ));
+            }
+            report.torn_tail_bytes += len;
+        }
+        remove_segment(vfs, dir, id)?;
+        removed = true;
+    }
+    if removed {
+        vfs.sync_dir(dir).map_err(|e| Error::io("syncing directory", dir, e))?;
+    }
+    segment_ids.retain(|&id| files.lists(id));
+    let listed = files.sealed.iter().map(|&(id, len)| (id, Some(len))).chain([(files.active, None)]);
+    for (id, len) in listed {
+        if segment_ids.binary_search(&id).is_err() {
+            let what = match len {
+                Some(len) => format!("sealed at {len} bytes"),
+                None => "as the active segment".to_owned(),
+            };
+            return Err(Error::corrupt(
+                dir.join(segment::file_name(id)),
+                0,
+                format!("the segment is missing: {} lists it {what}", tables::FILE),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A store of format 1 (no manifest): a newest segment without a valid header was being
+/// created when the process died, holds nothing acknowledged, and is removed. One with
+/// bytes after its header is damage: records follow a header only once it is synced.
+fn remove_interrupted_creation(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    segment_ids: &mut Vec<u32>,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    while let Some(&id) = segment_ids.last() {
+        let path = dir.join(segment::file_name(id));
+        let file = vfs.open(&path, OpenMode::ReadOnly).map_err(|e| Error::io("opening", &path, e))?;
+        let len = file.size().map_err(|e| Error::io("measuring", &path, e))?;
+        let mut header = [0u8; SEGMENT_HEADER_LEN];
+        let header_ok = len >= SEGMENT_HEADER_LEN as u64
+            && file.read_exact_at(&mut header, 0).is_ok()
+            && SegmentHeader::decode(&header).is_ok_and(|h| h.id == id);
+        if header_ok {
+            break;
+        }
+        if len > SEGMENT_HEADER_LEN as u64 {
+            return Err(match SegmentHeader::decode(&header) {
+                Ok(h) => Error::corrupt(path, 8, format!("the header says segment {}", h.id)),
+                Err(reason) => Error::corrupt(path, 0, reason),
+            });
+        }
+        drop(file);
+        remove_segment(vfs, dir, id)?;
+        report.torn_tail_bytes += len;
+        segment_ids.pop();
+    }
+    Ok(())
+}
+
 /// Cuts segment `o` at `end`, durably. Its readable length is lowered first: nothing may
-/// read past the new end of the file.
-fn cut(o: &Opened, end: u64) -> Result<()> {
+/// read past the new end of the file. A sealed segment's file (repair only) is opened for
+/// the cut and closed again.
+fn cut(vfs: &dyn Vfs, o: &Opened, end: u64) -> Result<()> {
     let path = o.segment.path();
     o.segment.truncate_written(end);
-    o.file.set_len(end).map_err(|e| Error::io("truncating", path, e))?;
-    o.file.sync_data().map_err(|e| Error::io("syncing", path, e))
+    let file = match &o.file {
+        Some(file) => Arc::clone(file),
+        None => vfs.open(path, OpenMode::ReadWrite).map_err(|e| Error::io("opening", path, e))?,
+    };
+    file.set_len(end).map_err(|e| Error::io("truncating", path, e))?;
+    file.sync_data().map_err(|e| Error::io("syncing", path, e))
 }
 
 /// What scanning one segment found.

@@ -28,13 +28,16 @@ pub(crate) struct Segment {
     path: PathBuf,
     map: Mapping,
     written: AtomicU64,
+    /// Bytes known durable: an `fdatasync` of the file completed after they were written.
+    /// Commit records carry it as their sync watermark (`docs/design.md` §5).
+    synced: AtomicU64,
 }
 
 impl Segment {
     /// A segment whose first `written` bytes are readable through `map`.
     pub(crate) fn new(id: u32, path: PathBuf, map: Mapping, written: u64) -> Arc<Self> {
         let written = written.min(map.len() as u64);
-        Arc::new(Segment { id, path, map, written: AtomicU64::new(written) })
+        Arc::new(Segment { id, path, map, written: AtomicU64::new(written), synced: AtomicU64::new(0) })
     }
 
     /// The segment's id.
@@ -50,6 +53,17 @@ impl Segment {
     /// Bytes written and readable.
     pub(crate) fn written(&self) -> u64 {
         self.written.load(Ordering::Acquire)
+    }
+
+    /// Bytes known durable (see [`mark_synced`](Self::mark_synced)).
+    pub(crate) fn synced(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Records that the first `len` bytes are durable: call after an `fdatasync` that began
+    /// once they were written. Never lowers the mark.
+    pub(crate) fn mark_synced(&self, len: u64) {
+        self.synced.fetch_max(len, Ordering::AcqRel);
     }
 
     /// How many bytes the mapping can hold.

@@ -6,6 +6,11 @@
 //! this is the check that finds it. It reads the mapped segments of one snapshot and never
 //! writes, so it runs while writers go on (records they append later are not looked at).
 //!
+//! It also checks the files themselves: every segment of the snapshot must still exist, a
+//! sealed one with exactly its length (the newest at least its), and `tables.tkv` must list
+//! each, so a file deleted or cut while the store is open is reported before a reopen
+//! refuses it.
+//!
 //! Every problem names its file and offset, and the live keys whose values lie in the damaged
 //! bytes. When a record's checksum fails but its framing (header lengths) still leads to a
 //! good record, only that record is damaged; when the framing itself is broken, the rest of
@@ -16,9 +21,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::index::Version;
-use super::record::{self, Kind, Next, SegmentHeader, SEGMENT_HEADER_LEN, VALUE_ALIGN};
+use super::io::OpenMode;
+use super::record::{self, Kind, Next, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::segment::Segment;
-use super::Db;
+use super::{tables, Db};
 
 /// What [`Db::verify`] read and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,8 +104,68 @@ impl Db {
             scans.insert(segment.id(), scan);
         }
         check_index(&version, &scans, &mut report);
+        self.check_files(&mut report);
         progress(report.bytes, total);
         report
+    }
+
+    /// Checks the segment files against the version and the manifest: each file exists, a
+    /// sealed one has exactly its written length, the newest at least its, and the manifest
+    /// lists each. Compaction (the only thing that removes segments) waits meanwhile, so a
+    /// version loaded now names files that still exist.
+    fn check_files(&self, report: &mut VerifyReport) {
+        let inner = &*self.inner;
+        let _no_compaction = inner.compaction.lock();
+        let version = inner.current.load_full();
+        let vfs = &*inner.options.vfs;
+        let newest = version.segments.keys().next_back().copied();
+        let mut problem = |path: PathBuf, offset: u64, reason: String| {
+            report.problems.push(VerifyProblem { path, offset, reason, keys: Vec::new() });
+        };
+        let manifest = match tables::read(vfs, &inner.dir) {
+            Ok(Some(tables)) => tables.files,
+            Ok(None) => None,
+            Err(e) => {
+                problem(inner.dir.join(tables::FILE), 0, e.to_string());
+                return;
+            }
+        };
+        let Some(files) = manifest else {
+            let reason = "the table directory and manifest is missing or lists no segment".to_owned();
+            problem(inner.dir.join(tables::FILE), 0, reason);
+            return;
+        };
+        for segment in version.segments.values() {
+            let (path, written) = (segment.path(), segment.written());
+            let sealed = Some(segment.id()) != newest;
+            match vfs.open(path, OpenMode::ReadOnly).and_then(|file| file.size()) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let reason =
+                        "the segment file is missing (its mapping still reads until the store closes)";
+                    problem(path.to_owned(), 0, reason.to_owned());
+                }
+                Err(e) => problem(path.to_owned(), 0, format!("the segment file cannot be measured: {e}")),
+                Ok(len) if len < written || (sealed && len > written) => {
+                    let reason = format!("the segment file is {len} bytes; its log holds {written}");
+                    problem(path.to_owned(), len.min(written), reason);
+                }
+                Ok(_) => {}
+            }
+            let listed = if segment.id() == files.active {
+                Some(None)
+            } else {
+                files.sealed_len(segment.id()).map(Some)
+            };
+            match listed {
+                None => problem(path.to_owned(), 0, format!("{} does not list the segment", tables::FILE)),
+                Some(Some(len)) if sealed && len != written => {
+                    let reason =
+                        format!("{} lists the segment at {len} bytes; its log holds {written}", tables::FILE);
+                    problem(path.to_owned(), len.min(written), reason);
+                }
+                Some(_) => {}
+            }
+        }
     }
 }
 
@@ -191,47 +257,9 @@ fn resumes(bytes: &[u8], offset: usize) -> bool {
 }
 
 /// Where the record at `offset` ends according to its header alone (checksum not checked),
-/// if the header is well formed and the record fits in `bytes`. This reads the header as
-/// `record::decode` does (`docs/design.md` §2): CRC (4 bytes), kind and flags (1 byte), then
-/// the varints sequence number, table id, key length and value length, the key, zero padding
-/// up to a 16-byte file offset when the aligned flag is set, and the value.
+/// if the header is well formed and the record fits in `bytes`.
 fn framed_end(bytes: &[u8], offset: usize) -> Option<usize> {
-    let rest = bytes.get(offset..)?;
-    let kind_flags = *rest.get(4)?;
-    if !(1..=3).contains(&(kind_flags & 0x0f))
-        || kind_flags & 0xf0 & !(record::FLAG_COMMIT | record::FLAG_ALIGNED) != 0
-    {
-        return None;
-    }
-    let mut pos = 5;
-    let _seq = varint(rest, &mut pos, u64::MAX)?;
-    let _table = varint(rest, &mut pos, u64::from(u32::MAX))?;
-    let key_len = varint(rest, &mut pos, record::MAX_KEY_LEN as u64)? as usize;
-    let value_len = varint(rest, &mut pos, record::MAX_VALUE_LEN as u64)? as usize;
-    let mut value = pos + key_len;
-    if kind_flags & record::FLAG_ALIGNED != 0 {
-        value = (offset + value).next_multiple_of(VALUE_ALIGN) - offset;
-    }
-    let end = value + value_len;
-    (end <= rest.len()).then_some(offset + end)
-}
-
-/// A LEB128 varint of at most `max`, advancing `pos`.
-fn varint(bytes: &[u8], pos: &mut usize, max: u64) -> Option<u64> {
-    let mut value: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*pos)?;
-        *pos += 1;
-        let bits = u64::from(byte & 0x7f);
-        if shift == 63 && bits > 1 {
-            return None;
-        }
-        value |= bits << shift;
-        if byte & 0x80 == 0 {
-            return (value <= max).then_some(value);
-        }
-    }
-    None
+    record::frame(bytes, 0, offset).ok().map(|framed| framed.record.end)
 }
 
 /// Checks every key of the index against the scans: its value must be a good record's, and a

@@ -21,7 +21,7 @@ use super::prefetch;
 use super::record::{self, Kind, RecordRef, SegmentHeader, MAX_KEY_LEN, MAX_VALUE_LEN, SEGMENT_HEADER_LEN};
 use super::segment::{self, Segment};
 use super::table_map::{keep_newest, Entry};
-use super::tables::TableDir;
+use super::tables::{self, FileSet, TableDir};
 use super::{Op, ValueAlign};
 
 /// The segment being appended to.
@@ -42,7 +42,7 @@ pub(crate) struct Writer {
     pub(crate) next_seq: u64,
     pub(crate) next_segment_id: u32,
     pub(crate) usage: Usage,
-    /// The table directory as last written.
+    /// The table directory and manifest as last written.
     pub(crate) tables: TableDir,
     /// Log bytes appended since the last hint.
     pub(crate) since_hint: u64,
@@ -85,7 +85,7 @@ fn record_of<'a>(op: &Op<'a>, seq: u64) -> RecordRef<'a> {
         Op::Delete { table, key } => (Kind::Tombstone, table, key, &[][..], false),
         Op::Clear { table } => (Kind::Clear, table, &[][..], &[][..], false),
     };
-    RecordRef { kind, commit: false, aligned, seq, table: table.id, key, value }
+    RecordRef { kind, commit: false, aligned, seq, table: table.id, key, value, watermark: None }
 }
 
 /// Drops `buffer`'s allocation when it holds room for far more than `len` items (a
@@ -227,6 +227,7 @@ impl Writer {
         let capacity = place.segment_size.max(min_capacity).next_multiple_of(PAGE);
         let map = file.map(capacity as usize).map_err(|e| Error::io("mapping", &path, e))?;
         let segment = Segment::new(id, path, map, SEGMENT_HEADER_LEN as u64);
+        segment.mark_synced(SEGMENT_HEADER_LEN as u64);
         let pos = SEGMENT_HEADER_LEN as u64;
         Ok(Active { file, segment, pos, file_len: pos })
     }
@@ -245,6 +246,31 @@ impl Writer {
         self.working.segments.insert(id, Arc::clone(&active.segment));
         self.active = active;
         self.rotations += 1;
+        // Only now is the old segment's length final, and the new one listed: a crash before
+        // this leaves the new one unlisted with its header alone, removed on open.
+        self.write_manifest(place, self.tables.clone())
+    }
+
+    /// The segment files as they stand: every segment of the working version, the sealed
+    /// ones with their final lengths.
+    fn file_set(&self) -> FileSet {
+        let active = self.active.segment.id();
+        let sealed = self
+            .working
+            .segments
+            .values()
+            .filter(|s| s.id() != active)
+            .map(|s| (s.id(), s.written()))
+            .collect();
+        FileSet { sealed, active }
+    }
+
+    /// Replaces the table directory and manifest with `tables` and the current segment
+    /// files, durably.
+    pub(crate) fn write_manifest(&mut self, place: &Placement<'_>, mut tables: TableDir) -> Result<()> {
+        tables.files = Some(self.file_set());
+        tables::write(place.vfs, place.dir, &tables)?;
+        self.tables = tables;
         Ok(())
     }
 
@@ -257,7 +283,9 @@ impl Writer {
             active.file.set_len(active.pos).map_err(|e| Error::io("truncating", path, e))?;
             active.file_len = active.pos;
         }
-        active.file.sync_data().map_err(|e| Error::io("syncing", path, e))
+        active.file.sync_data().map_err(|e| Error::io("syncing", path, e))?;
+        active.segment.mark_synced(active.pos);
+        Ok(())
     }
 
     /// Checks every op against the limits and the tables that exist.
@@ -281,18 +309,29 @@ impl Writer {
         Ok(())
     }
 
-    /// The `position`th record of the batch being appended.
-    fn record<'a>(&self, ops: &[Op<'a>], seqs: Option<&[u64]>, seq: u64, position: usize) -> RecordRef<'a> {
+    /// The `position`th record of the batch being appended; the last one carries the sync
+    /// watermark `synced`.
+    fn record<'a>(
+        &self,
+        ops: &[Op<'a>],
+        seqs: Option<&[u64]>,
+        seq: u64,
+        position: usize,
+        synced: u64,
+    ) -> RecordRef<'a> {
         let i = self.order[position];
+        let commit = position + 1 == ops.len();
         RecordRef {
-            commit: position + 1 == ops.len(),
+            commit,
+            watermark: commit.then_some(synced),
             ..record_of(&ops[i], seqs.and_then(|s| s.get(i).copied()).unwrap_or(seq))
         }
     }
 
     /// At least the bytes the batch takes in the file, whatever its offset: each record's
-    /// length with the most padding an aligned value can need. Computed in the ops' own
-    /// order, which reads them sequentially, not in write order.
+    /// length with the most padding an aligned value can need, and the commit record's sync
+    /// watermark. Computed in the ops' own order, which reads them sequentially, not in
+    /// write order.
     fn batch_len_bound(ops: &[Op<'_>], seqs: Option<&[u64]>, seq: u64) -> u64 {
         let pad = record::VALUE_ALIGN as u64 - 1;
         let bound = |(i, op): (usize, &Op<'_>)| {
@@ -300,7 +339,7 @@ impl Writer {
             let unpadded = RecordRef { aligned: false, ..record };
             record::encoded_len(0, &unpadded) + if record.aligned { pad } else { 0 }
         };
-        ops.iter().enumerate().map(bound).sum()
+        ops.iter().enumerate().map(bound).sum::<u64>() + record::MAX_VARINT_LEN
     }
 
     /// Encodes the batch and writes it from `base` on, a chunk at a time: a large batch
@@ -323,6 +362,8 @@ impl Writer {
         self.value_offsets.clear();
         let mut chunk_base = base;
         let mut written = Ok(());
+        // Read once: a sync completing meanwhile changes nothing about this batch's bytes.
+        let synced = self.active.segment.synced();
         for position in 0..ops.len() {
             // Records go out in key order, so their ops, keys and values lie anywhere in
             // memory: ask for them a few records ahead (the op first, then its bytes), so
@@ -336,7 +377,7 @@ impl Writer {
                 prefetch::read(key.as_ptr());
                 prefetch::read_lines(value, 4);
             }
-            let record = self.record(ops, seqs, seq, position);
+            let record = self.record(ops, seqs, seq, position, synced);
             let placed = record::encode(&mut buf, chunk_base, &record);
             self.value_offsets.push(chunk_base + placed.value_offset as u64);
             if buf.len() >= CHUNK && position + 1 < ops.len() {
@@ -576,6 +617,11 @@ impl Syncer {
             drop(state);
             // Earlier batches in sealed segments were synced when their segment was sealed.
             let result = file.sync_data();
+            if result.is_ok() {
+                if let Some(segment) = version.segments.get(&version.end.0) {
+                    segment.mark_synced(version.end.1);
+                }
+            }
             on_sync();
             state = self.state.lock();
             state.syncing = false;
