@@ -361,7 +361,7 @@ mod raw_native {
             let mut sum = 0;
             for &i in order {
                 let key = data.keys[i as usize].as_slice();
-                let value = snapshot.get(&self.table, key).ok_or_else(|| missing(key))?;
+                let value = snapshot.get(&self.table, key)?.ok_or_else(|| missing(key))?;
                 sum += check_value(value)?;
             }
             Ok(sum)
@@ -372,7 +372,8 @@ mod raw_native {
             let (mut seen, mut sum) = (0, 0);
             for &i in starts {
                 let start = data.keys[i as usize].as_slice();
-                for (_key, value) in snapshot.range(&self.table, start..).take(SCAN_LEN) {
+                for entry in snapshot.range(&self.table, start..).take(SCAN_LEN) {
+                    let (_key, value) = entry?;
                     sum += check_value(value)?;
                     seen += 1;
                 }

@@ -95,7 +95,8 @@ fn raw_scans(db: &Db, table: &RawTable, keys: &[Vec<u8>], starts: &[u32]) -> Res
     let snapshot = db.snapshot();
     let mut sum = 0;
     for &i in starts {
-        for (_key, value) in snapshot.range(table, keys[i as usize].as_slice()..).take(SCAN_LEN) {
+        for entry in snapshot.range(table, keys[i as usize].as_slice()..).take(SCAN_LEN) {
+            let (_key, value) = entry?;
             sum += check(value)?;
         }
     }

@@ -189,6 +189,8 @@ pub(crate) struct Decoded {
     pub(crate) aligned: bool,
     pub(crate) seq: u64,
     pub(crate) table: u32,
+    /// Offset of the record.
+    pub(crate) start: usize,
     /// Offset of the key.
     pub(crate) key: usize,
     pub(crate) key_len: usize,
@@ -296,6 +298,7 @@ pub(crate) fn decode(bytes: &[u8], base: u64, offset: usize) -> Next {
         aligned,
         seq,
         table,
+        start: offset,
         key: offset + key,
         key_len,
         value: offset + value,
