@@ -156,9 +156,10 @@ pub struct Options {
     /// so that a damaged byte of a segment is [`Error::Corrupt`] and never served. Recovery
     /// does not read the records a hint covers, so without this check a flipped byte there
     /// is handed out as the value. The check reads the record's header and key besides the
-    /// value, and hashes them all (hardware CRC-32C): about 5 % of a random `get` and 15 %
-    /// of a range scan (`docs/benchmarks.md`). `false` gives that up: reads trust the bytes
-    /// on disk and damage goes unnoticed until [`Db::verify`]. Default `true`.
+    /// value, and hashes them all (hardware CRC-32C): 10-entry range scans take 15–17 %
+    /// longer (`docs/benchmarks.md`, "The read path's CRC check"). `false` gives that up:
+    /// reads trust the bytes on disk and damage goes unnoticed until [`Db::verify`].
+    /// Default `true`.
     pub verify_reads: bool,
     /// The file system (tests inject failures through [`io::FaultyVfs`]).
     pub vfs: Arc<dyn Vfs>,
