@@ -229,8 +229,15 @@ struct TypedKv<K: ValueKind> {
 
 impl<K: ValueKind> TypedKv<K> {
     fn open(backend: DatabaseBackend, dir: &Path) -> Res<Self> {
+        Self::open_with(backend, dir, true)
+    }
+
+    /// With `verify_reads` false, native reads skip their records' CRC check.
+    fn open_with(backend: DatabaseBackend, dir: &Path, verify_reads: bool) -> Res<Self> {
         // Durability::Immediate, the default: every commit is synced before it returns.
-        let storage = StorageBuilder::new(dir.join("db")).with_backend(backend).build()?;
+        let native = typed_kv::engine::Options { verify_reads, ..Default::default() };
+        let storage =
+            StorageBuilder::new(dir.join("db")).with_backend(backend).with_native_options(native).build()?;
         let table = storage
             .new_table::<Vec<u8>, K::V>("x")
             .with_key_format(BytesFormat::new())
@@ -332,8 +339,9 @@ mod raw_native {
     }
 
     impl RawNative {
-        pub fn open(dir: &Path) -> Res<Self> {
-            let db = Db::open(dir.join("native"), Options::default())?;
+        /// With `verify_reads` false, reads skip their records' CRC check.
+        pub fn open(dir: &Path, verify_reads: bool) -> Res<Self> {
+            let db = Db::open(dir.join("native"), Options { verify_reads, ..Options::default() })?;
             let table = db.table("x")?;
             Ok(Self { db, table })
         }
@@ -361,7 +369,7 @@ mod raw_native {
             let mut sum = 0;
             for &i in order {
                 let key = data.keys[i as usize].as_slice();
-                let value = snapshot.get(&self.table, key).ok_or_else(|| missing(key))?;
+                let value = snapshot.get(&self.table, key)?.ok_or_else(|| missing(key))?;
                 sum += check_value(value)?;
             }
             Ok(sum)
@@ -372,7 +380,8 @@ mod raw_native {
             let (mut seen, mut sum) = (0, 0);
             for &i in starts {
                 let start = data.keys[i as usize].as_slice();
-                for (_key, value) in snapshot.range(&self.table, start..).take(SCAN_LEN) {
+                for entry in snapshot.range(&self.table, start..).take(SCAN_LEN) {
+                    let (_key, value) = entry?;
                     sum += check_value(value)?;
                     seen += 1;
                 }
@@ -911,7 +920,21 @@ fn systems() -> Vec<System> {
         System {
             name: "native-engine",
             raw: &[],
-            open: |d, _| Ok(Box::new(raw_native::RawNative::open(d)?)),
+            open: |d, _| Ok(Box::new(raw_native::RawNative::open(d, true)?)),
+        },
+        // The same two without the read path's CRC check (`Options::verify_reads = false`):
+        // what the check costs.
+        System {
+            name: "tkv-native-bytes-unchecked",
+            raw: &["native-engine-unchecked"],
+            open: |d, _| {
+                Ok(Box::new(TypedKv::<RawBytesValues>::open_with(DatabaseBackend::Native, d, false)?))
+            },
+        },
+        System {
+            name: "native-engine-unchecked",
+            raw: &[],
+            open: |d, _| Ok(Box::new(raw_native::RawNative::open(d, false)?)),
         },
     ]);
     #[cfg(feature = "redb")]

@@ -95,7 +95,8 @@ fn raw_scans(db: &Db, table: &RawTable, keys: &[Vec<u8>], starts: &[u32]) -> Res
     let snapshot = db.snapshot();
     let mut sum = 0;
     for &i in starts {
-        for (_key, value) in snapshot.range(table, keys[i as usize].as_slice()..).take(SCAN_LEN) {
+        for entry in snapshot.range(table, keys[i as usize].as_slice()..).take(SCAN_LEN) {
+            let (_key, value) = entry?;
             sum += check(value)?;
         }
     }
@@ -109,8 +110,12 @@ fn check(value: &[u8]) -> Res<u64> {
     }
 }
 
-fn open_bytes(dir: &Path, keys: &[Vec<u8>], values: &[Vec<u8>]) -> Res<BytesTable> {
-    let storage = StorageBuilder::new(dir.join("typed-bytes")).build()?;
+/// With `verify_reads` false, reads skip their records' CRC check.
+fn open_bytes(dir: &Path, keys: &[Vec<u8>], values: &[Vec<u8>], verify_reads: bool) -> Res<BytesTable> {
+    let native = Options { verify_reads, ..Options::default() };
+    let storage = StorageBuilder::new(dir.join(format!("typed-bytes-{verify_reads}")))
+        .with_native_options(native)
+        .build()?;
     let table = storage
         .new_table::<Vec<u8>, Vec<u8>>("x")
         .with_key_format(BytesFormat::new())
@@ -136,8 +141,10 @@ fn open_rkyv(dir: &Path, keys: &[Vec<u8>], values: &[Vec<u8>]) -> Res<RkyvTable>
     Ok(table)
 }
 
-fn open_raw(dir: &Path, keys: &[Vec<u8>], values: &[Vec<u8>]) -> Res<(Db, RawTable)> {
-    let db = Db::open(dir.join("raw"), Options::default())?;
+/// With `verify_reads` false, reads skip their records' CRC check.
+fn open_raw(dir: &Path, keys: &[Vec<u8>], values: &[Vec<u8>], verify_reads: bool) -> Res<(Db, RawTable)> {
+    let db =
+        Db::open(dir.join(format!("raw-{verify_reads}")), Options { verify_reads, ..Options::default() })?;
     let table = db.table("x")?;
     let ops: Vec<Op<'_>> = keys
         .iter()
@@ -167,14 +174,14 @@ fn main() -> Res<()> {
 
     if let Some(only) = only {
         let sum = match only.as_str() {
-            "bytes" => typed_bytes_scans(&open_bytes(dir.path(), &keys, &values)?, &keys, &starts)?,
+            "bytes" => typed_bytes_scans(&open_bytes(dir.path(), &keys, &values, true)?, &keys, &starts)?,
             "rkyv" => typed_rkyv_scans(&open_rkyv(dir.path(), &keys, &values)?, &keys, &starts)?,
             "bytes-values" => {
-                typed_bytes_value_scans(&open_bytes(dir.path(), &keys, &values)?, &keys, &starts)?
+                typed_bytes_value_scans(&open_bytes(dir.path(), &keys, &values, true)?, &keys, &starts)?
             }
             "rkyv-values" => typed_rkyv_value_scans(&open_rkyv(dir.path(), &keys, &values)?, &keys, &starts)?,
             "raw" => {
-                let (db, table) = open_raw(dir.path(), &keys, &values)?;
+                let (db, table) = open_raw(dir.path(), &keys, &values, true)?;
                 raw_scans(&db, &table, &keys, &starts)?
             }
             other => {
@@ -188,15 +195,20 @@ fn main() -> Res<()> {
         return Ok(());
     }
 
-    let bytes = open_bytes(dir.path(), &keys, &values)?;
+    let bytes = open_bytes(dir.path(), &keys, &values, true)?;
     let rkyv = open_rkyv(dir.path(), &keys, &values)?;
-    let (db, raw) = open_raw(dir.path(), &keys, &values)?;
+    let (db, raw) = open_raw(dir.path(), &keys, &values, true)?;
+    // The read path's CRC check off (`Options::verify_reads = false`): what it costs.
+    let unchecked_bytes = open_bytes(dir.path(), &keys, &values, false)?;
+    let (unchecked_db, unchecked_raw) = open_raw(dir.path(), &keys, &values, false)?;
     type Scans<'a> = Box<dyn Fn() -> Res<u64> + 'a>;
-    let systems: [(&str, Scans<'_>); 5] = [
+    let systems: [(&str, Scans<'_>); 7] = [
         ("typed bytes", Box::new(|| typed_bytes_scans(&bytes, &keys, &starts))),
         ("typed rkyv", Box::new(|| typed_rkyv_scans(&rkyv, &keys, &starts))),
         ("typed bytes .values()", Box::new(|| typed_bytes_value_scans(&bytes, &keys, &starts))),
         ("typed rkyv .values()", Box::new(|| typed_rkyv_value_scans(&rkyv, &keys, &starts))),
+        ("typed bytes unchecked", Box::new(|| typed_bytes_scans(&unchecked_bytes, &keys, &starts))),
+        ("raw engine unchecked", Box::new(|| raw_scans(&unchecked_db, &unchecked_raw, &keys, &starts))),
         ("raw engine", Box::new(|| raw_scans(&db, &raw, &keys, &starts))),
     ];
     let mut times = vec![Vec::new(); systems.len()];

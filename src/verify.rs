@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 use crate::catalog::TableStamp;
 use crate::config::DatabaseBackend;
-use crate::error::{key_hex, Result};
+use crate::error::{key_hex, Result, StorageError};
 use crate::storage::Storage;
 use crate::untyped::{KeyCheck, ValueCheck};
 
@@ -330,6 +330,19 @@ impl Storage {
                 for entry in engine.range(&handle, Bound::Unbounded, Bound::Unbounded)? {
                     let (key, value) = match entry {
                         Ok(entry) => entry,
+                        // A damaged record (the native engine checks each one it reads):
+                        // reported once, by the checksum pass if it found it, and the scan
+                        // goes on with the next key.
+                        Err(StorageError::Corrupt { path, offset, reason }) => {
+                            let known = problems.listed.iter().any(|p| {
+                                p.file.as_deref() == Some(path.as_path()) && p.offset == Some(offset)
+                            });
+                            if !known {
+                                let name = Some(table.name.clone());
+                                problems.push(VerifyProblem::in_file(name, None, path, offset, reason));
+                            }
+                            continue;
+                        }
                         Err(e) => {
                             let reason =
                                 format!("the engine could not read on after {} records: {e}", table.records);

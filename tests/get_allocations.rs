@@ -86,7 +86,7 @@ fn typed_get_allocates_like_the_engine(backend: DatabaseBackend) {
             let db = typed_kv::engine::Db::open(path.join("native"), Default::default()).unwrap();
             let table = db.find_table("blobs").unwrap();
             allocations(|| {
-                let v = db.get(&table, &key).unwrap();
+                let v = db.get(&table, &key).unwrap().unwrap();
                 assert_eq!(v.len(), 150);
             })
         }

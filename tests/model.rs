@@ -1137,7 +1137,10 @@ fn native_write_is_visible_when_it_returns_during_compactions() {
                             db.write(&[put]).unwrap();
                             model[slot] = Some(i);
                         }
-                        let got = db.get(table, &key).map(|v| u32::from_le_bytes(v[..4].try_into().unwrap()));
+                        let got = db
+                            .get(table, &key)
+                            .unwrap()
+                            .map(|v| u32::from_le_bytes(v[..4].try_into().unwrap()));
                         if got != model[slot] {
                             stale.push(format!(
                                 "writer {w}, write {i}: key {key:?} reads {got:?}, not {:?}",

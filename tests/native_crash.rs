@@ -112,7 +112,8 @@ fn dump(db: &Db) -> State {
     let mut state = State::new();
     for (i, name) in TABLES.iter().enumerate() {
         let Some(table) = db.find_table(name) else { continue };
-        for (key, value) in snapshot.range(&table, ..) {
+        for entry in snapshot.range(&table, ..) {
+            let (key, value) = entry.expect("read");
             state.insert((i, key.to_vec()), value.to_vec());
         }
     }
@@ -264,6 +265,7 @@ fn crash_child() {
     let tables: Vec<Table> = TABLES.iter().map(|name| db.table(name).expect("child: table")).collect();
     let start = db
         .get(&tables[0], LAST)
+        .expect("child: read")
         .map_or(0, |v| u64::from_le_bytes(v[..8].try_into().expect("8-byte counter")))
         + 1;
     let mut out = std::io::stdout().lock();

@@ -63,7 +63,7 @@ fn pair(i: u32) -> (Vec<u8>, Vec<u8>) {
 /// Every pair of table `t`.
 fn contents(db: &Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let t = db.find_table("t").expect("table t");
-    db.snapshot().range(&t, ..).map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
+    db.snapshot().range(&t, ..).map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<_, _>>().expect("every record reads")
 }
 
 fn expected(keys: std::ops::Range<u32>) -> BTreeMap<Vec<u8>, Vec<u8>> {

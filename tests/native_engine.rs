@@ -238,7 +238,10 @@ fn dump_snapshot(snapshot: &Snapshot, tables: &[Table]) -> Contents {
     tables
         .iter()
         .map(|table| {
-            let entries = snapshot.range(table, ..).map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+            let entries = snapshot
+                .range(table, ..)
+                .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("read"))
+                .collect();
             (table.name().to_owned(), entries)
         })
         .collect()
@@ -1154,7 +1157,7 @@ fn d_held_values_and_snapshots_survive_overwrites_rotation_and_compaction() {
     let snapshot = db.snapshot();
     let snapshot_tables = db.tables();
     let old = dump(&db);
-    let mut held = vec![(first.clone(), db.get(&t, b"k").expect("k"))];
+    let mut held = vec![(first.clone(), db.get(&t, b"k").expect("read").expect("k"))];
     assert_eq!(held[0].1.as_ptr() as usize % 16, 0, "a Sixteen value is 16-byte aligned in memory");
     let first_segment = held[0].1.segment_id();
     let mut latest = first;
@@ -1167,7 +1170,7 @@ fn d_held_values_and_snapshots_survive_overwrites_rotation_and_compaction() {
         )
         .expect("overwrite");
         if i % 30 == 0 {
-            held.push((latest.clone(), db.get(&t, b"k").expect("k")));
+            held.push((latest.clone(), db.get(&t, b"k").expect("read").expect("k")));
         }
     }
     let before = db.stats();
@@ -1182,8 +1185,12 @@ fn d_held_values_and_snapshots_survive_overwrites_rotation_and_compaction() {
     for (i, (expected, value)) in held.iter().enumerate() {
         assert_eq!(&value[..], &expected[..], "held value {i} reads its own bytes after compaction");
     }
-    assert_eq!(db.get(&t, b"k").as_deref(), Some(&latest[..]), "the current value");
-    assert_eq!(snapshot.get(&t, b"k").map(|v| v.to_vec()), Some(held[0].0.clone()), "the snapshot's value");
+    assert_eq!(db.get(&t, b"k").expect("read").as_deref(), Some(&latest[..]), "the current value");
+    assert_eq!(
+        snapshot.get(&t, b"k").expect("read").map(|v| v.to_vec()),
+        Some(held[0].0.clone()),
+        "the snapshot's value"
+    );
     let seen = dump_snapshot(&snapshot, &snapshot_tables);
     assert!(seen == old, "the snapshot still sees its state: {}", diff_tables(&seen, &old));
     // The Db itself may go; what was read stays readable.
@@ -1328,14 +1335,14 @@ fn f2_periodic_syncs_on_its_own() {
     let t = db.table("t").expect("table");
     let fsyncs = db.stats().fsyncs;
     commit(&db, &[put("t", "k", "v")]).expect("write");
-    assert_eq!(db.get(&t, b"k").as_deref(), Some(&b"v"[..]), "visible before it is synced");
+    assert_eq!(db.get(&t, b"k").expect("read").as_deref(), Some(&b"v"[..]), "visible before it is synced");
     wait_until("a periodic fsync", || db.stats().fsyncs > fsyncs);
     let synced = db.stats().fsyncs;
     wait_until("a second periodic fsync", || db.stats().fsyncs > synced);
     eprintln!("periodic: {} fsyncs without any flush", db.stats().fsyncs - fsyncs);
     drop(db);
     let db = Db::open(dir.path(), options).expect("reopen");
-    assert_eq!(db.get(&t, b"k").as_deref(), Some(&b"v"[..]));
+    assert_eq!(db.get(&t, b"k").expect("read").as_deref(), Some(&b"v"[..]));
 }
 
 #[test]
@@ -1462,7 +1469,7 @@ fn h2_tombstones_outlive_a_partial_compaction_that_keeps_older_values() {
         commit(&db, &steps).expect("put");
         apply(&mut expected, &steps);
     }
-    let cold_segment = db.get(&t, b"c000").expect("c000").segment_id();
+    let cold_segment = db.get(&t, b"c000").expect("read").expect("c000").segment_id();
     // Tombstones of a third of them, each with an overwrite of a hot key: these segments die.
     let mut tombstone_segments = BTreeSet::new();
     for i in (0..40u64).step_by(3) {
@@ -1470,7 +1477,7 @@ fn h2_tombstones_outlive_a_partial_compaction_that_keeps_older_values() {
             vec![Step::Delete("t", format!("c{i:03}").into_bytes()), put("t", "hot", bytes(1000 + i, 150))];
         commit(&db, &steps).expect("delete");
         apply(&mut expected, &steps);
-        tombstone_segments.insert(db.get(&t, b"hot").expect("hot").segment_id());
+        tombstone_segments.insert(db.get(&t, b"hot").expect("read").expect("hot").segment_id());
     }
     tombstone_segments.remove(&cold_segment);
     assert!(!tombstone_segments.is_empty(), "some tombstones lie in a later segment than the values");
@@ -1527,7 +1534,7 @@ fn h3_cleared_and_dropped_tables_stay_empty() {
     assert!(!db.drop_table("v").expect("drop again"), "v is gone");
     let new_v = db.table("v").expect("table v again");
     assert_ne!(new_v.id(), old_v.id(), "a re-created table gets a new id");
-    assert!(db.get(&new_v, b"k001").is_none(), "the new v starts empty");
+    assert!(db.get(&new_v, b"k001").expect("read").is_none(), "the new v starts empty");
     let stale = Op::Put { table: &old_v, key: b"k001", value: b"stale", align: ValueAlign::Packed };
     match db.write(&[stale]) {
         Err(Error::NoSuchTable { name }) => assert_eq!(name, "v"),
@@ -1585,19 +1592,24 @@ fn snapshots_stay_exact_while_the_index_merges_in_the_background() {
     }
     snapshots.push((db.snapshot(), model.clone()));
     for (n, (snapshot, model)) in snapshots.iter().enumerate() {
-        let seen: BTreeMap<[u8; 4], Vec<u8>> =
-            snapshot.range(&t, ..).map(|(k, v)| (k.try_into().expect("4-byte keys"), v.to_vec())).collect();
+        let seen: BTreeMap<[u8; 4], Vec<u8>> = snapshot
+            .range(&t, ..)
+            .map(|e| e.map(|(k, v)| (k.try_into().expect("4-byte keys"), v.to_vec())).expect("read"))
+            .collect();
         assert!(seen == *model, "snapshot {n} sees {} keys, its commit had {}", seen.len(), model.len());
         assert_eq!(snapshot.len(&t), model.len(), "snapshot {n}");
         for (k, v) in model.iter().step_by(7) {
-            assert_eq!(snapshot.get(&t, k), Some(&v[..]), "snapshot {n}");
+            assert_eq!(snapshot.get(&t, k).expect("read"), Some(&v[..]), "snapshot {n}");
         }
     }
     drop(snapshots);
     drop(db);
     let db = Db::open(dir.path(), Options::default()).unwrap();
     let t = db.table("t").unwrap();
-    let seen: Model =
-        db.snapshot().range(&t, ..).map(|(k, v)| (k.try_into().expect("4-byte keys"), v.to_vec())).collect();
+    let seen: Model = db
+        .snapshot()
+        .range(&t, ..)
+        .map(|e| e.map(|(k, v)| (k.try_into().expect("4-byte keys"), v.to_vec())).expect("read"))
+        .collect();
     assert!(seen == model, "after reopen: {} keys, expected {}", seen.len(), model.len());
 }

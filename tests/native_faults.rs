@@ -228,6 +228,7 @@ fn raw_options(vfs: Arc<dyn Vfs>) -> Options {
         repair: false,
         // Zeros ahead of small appends, a few times per 4 KiB segment.
         preallocate: 1 << 10,
+        verify_reads: true,
         vfs,
     }
 }
@@ -237,7 +238,13 @@ fn raw_dump(db: &Db) -> Model {
     db.tables()
         .into_iter()
         .map(|t| {
-            (t.name().to_owned(), snapshot.range(&t, ..).map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+            (
+                t.name().to_owned(),
+                snapshot
+                    .range(&t, ..)
+                    .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("read"))
+                    .collect(),
+            )
         })
         .collect()
 }

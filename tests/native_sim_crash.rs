@@ -653,6 +653,7 @@ fn options(vfs: Arc<dyn Vfs>, sync: SyncMode) -> Options {
         // Zeros ahead of small appends, a few times per 16 KiB segment: crash images then
         // hold preallocated tails, synced or not.
         preallocate: 4 << 10,
+        verify_reads: true,
         vfs,
     }
 }
@@ -767,7 +768,10 @@ fn dump(db: &Db) -> Model {
     db.tables()
         .into_iter()
         .map(|t| {
-            let entries = snapshot.range(&t, ..).map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+            let entries = snapshot
+                .range(&t, ..)
+                .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("read"))
+                .collect();
             (t.name().to_owned(), entries)
         })
         .collect()

@@ -175,13 +175,16 @@ impl<'a> RawRange<'a> {
         let holder: RawBytes<'a>;
         let (key, value) = match self {
             #[cfg(feature = "native")]
-            RawRange::NativeSnapshot(range) => {
-                let (key, value) = range.next()?;
-                (key, ValueBytes::Borrowed(value))
-            }
+            RawRange::NativeSnapshot(range) => match range.next()? {
+                Ok((key, value)) => (key, ValueBytes::Borrowed(value)),
+                Err(e) => return Some(Err(native::err("reading a range", e))),
+            },
             #[cfg(feature = "native")]
             RawRange::Native(range) => {
-                let (key, value) = range.next()?;
+                let (key, value) = match range.next()? {
+                    Ok(entry) => entry,
+                    Err(e) => return Some(Err(native::err("reading a range", e))),
+                };
                 holder = RawBytes::NativeKey(key);
                 (&*holder, ValueBytes::Held(RawBytes::Native(value)))
             }

@@ -57,6 +57,13 @@ pub(crate) fn err(action: impl Into<String>, e: engine::Error) -> StorageError {
     }
 }
 
+/// The typed-kv error for an engine error while reading table `table` (a damaged record
+/// is [`StorageError::Corrupt`], naming its file, offset, table and key).
+#[cold]
+pub(crate) fn read_err(table: &str, e: engine::Error) -> StorageError {
+    err(format!("reading table `{table}`"), e)
+}
+
 /// The native engine in one directory.
 pub(crate) struct NativeEngine {
     db: Db,
@@ -131,14 +138,15 @@ impl Engine for NativeEngine {
     fn get<'a>(&'a self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'a>>> {
         let t = handle(table)?;
         let id = t.id.load(Ordering::Relaxed);
-        if let Some(value) = self.db.get_by_id(id, key) {
+        if let Some(value) = self.db.get_by_id(id, key).map_err(|e| read_err(&t.name, e))? {
             return Ok(Some(RawBytes::Native(value)));
         }
         if self.db.has_table_id(id) {
             return Ok(None); // a plain miss
         }
         // The cached table was dropped: look its name up again (it may exist anew).
-        Ok(self.current(t).and_then(|table| self.db.get(&table, key)).map(RawBytes::Native))
+        let Some(table) = self.current(t) else { return Ok(None) };
+        Ok(self.db.get(&table, key).map_err(|e| read_err(&t.name, e))?.map(RawBytes::Native))
     }
 
     fn range<'a>(
@@ -150,7 +158,11 @@ impl Engine for NativeEngine {
         let t = handle(table)?;
         let Some(table) = self.current(t) else { return Ok(Box::new(std::iter::empty())) };
         let entries = self.db.snapshot().into_range(&table, (lower, upper));
-        Ok(Box::new(entries.map(|(key, value)| Ok((RawBytes::NativeKey(key), RawBytes::Native(value))))))
+        let name = Arc::clone(&t.name);
+        Ok(Box::new(entries.map(move |entry| {
+            let (key, value) = entry.map_err(|e| read_err(&name, e))?;
+            Ok((RawBytes::NativeKey(key), RawBytes::Native(value)))
+        })))
     }
 
     /// The engine's own range iterator: no virtual call and no pair of `RawBytes` per entry.
@@ -318,13 +330,14 @@ impl EngineSnapshot for NativeSnapshot {
     fn get<'s>(&'s self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'s>>> {
         let t = handle(table)?;
         let id = t.id.load(Ordering::Relaxed);
-        if let Some(value) = self.snapshot.get_by_id(id, key) {
+        if let Some(value) = self.snapshot.get_by_id(id, key).map_err(|e| read_err(&t.name, e))? {
             return Ok(Some(RawBytes::Borrowed(value)));
         }
         if self.snapshot.has_table_id(id) {
             return Ok(None); // a plain miss
         }
-        Ok(self.table(table)?.and_then(|t| self.snapshot.get(&t, key)).map(RawBytes::Borrowed))
+        let Some(found) = self.table(table)? else { return Ok(None) };
+        Ok(self.snapshot.get(&found, key).map_err(|e| read_err(&t.name, e))?.map(RawBytes::Borrowed))
     }
 
     fn range<'s>(
@@ -334,8 +347,12 @@ impl EngineSnapshot for NativeSnapshot {
         upper: Bound<&[u8]>,
     ) -> Result<RawIter<'s>> {
         let Some(id) = self.table_id(table)? else { return Ok(Box::new(std::iter::empty())) };
+        let name = Arc::clone(&handle(table)?.name);
         let entries = self.snapshot.range_by_id(id, lower, upper);
-        Ok(Box::new(entries.map(|(key, value)| Ok((RawBytes::Borrowed(key), RawBytes::Borrowed(value))))))
+        Ok(Box::new(entries.map(move |entry| {
+            let (key, value) = entry.map_err(|e| read_err(&name, e))?;
+            Ok((RawBytes::Borrowed(key), RawBytes::Borrowed(value)))
+        })))
     }
 
     /// The engine's range iterator itself: no box, and keys and values lent as slices.

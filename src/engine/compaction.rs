@@ -178,9 +178,10 @@ fn copy_live(
             let Some(state) = w.working.table(d.table) else { continue };
             let key = &bytes[d.key..d.key + d.key_len];
             let live = match d.kind {
-                Kind::Put => {
-                    state.map.get(key).is_some_and(|l| l.segment == victim.id() && l.offset == d.value as u64)
-                }
+                Kind::Put => state
+                    .map
+                    .get(key)
+                    .is_some_and(|l| l.segment == victim.id() && l.offset() == d.value as u64),
                 Kind::Tombstone => !drop_tombstones && !state.map.contains_key(key),
                 Kind::Clear => !drop_tombstones,
             };
@@ -224,16 +225,16 @@ fn copy_live(
         stats.bytes_rewritten += w.last_batch_len();
         stats.records_rewritten += copies.len() as u64;
         let segment = w.last_batch.0;
-        let offsets: Vec<u64> = w.last_value_offsets().collect();
+        let offsets: Vec<(u64, u64)> = w.last_value_offsets().collect();
         // The copies become the newest entries of their keys: the writer lock has been held
         // since they were found live, so nothing newer exists.
         let mut moved = Vec::with_capacity(copies.len());
-        for (c, offset) in copies.iter().zip(offsets) {
+        for (c, (record, offset)) in copies.iter().zip(offsets) {
             if c.kind != Kind::Put {
                 continue;
             }
             let key = &bytes[c.key.0..c.key.1];
-            let new = Loc { offset, seq: c.seq, segment, len: (c.value.1 - c.value.0) as u32 };
+            let new = Loc::new(segment, record, offset, (c.value.1 - c.value.0) as u32, c.seq);
             moved.push((c.table.id, Entry { key: IndexKey::new(key), loc: Some(new) }));
         }
         let writer = &mut *w;

@@ -121,7 +121,7 @@ pub fn decode_hint(bytes: &[u8], segment_len: &dyn Fn(u32) -> Option<u64>) -> Re
                 table,
                 key: key.as_bytes().to_vec(),
                 segment: loc.segment,
-                offset: loc.offset,
+                offset: loc.offset(),
                 len: loc.len,
                 seq: loc.seq,
             });

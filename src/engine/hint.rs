@@ -10,9 +10,11 @@ use std::path::Path;
 use super::error::{Error, Result};
 use super::index::{IndexKey, Loc, TableMap, Version};
 use super::io::{OpenMode, Vfs, VfsFile};
-use super::record::MAX_KEY_LEN;
+use super::record::{MAX_KEY_LEN, SEGMENT_HEADER_LEN};
 
-const MAGIC: [u8; 8] = *b"TKVHNT\0\x01";
+/// Version 2: an entry's offset word also says where its record starts (version 1 held the
+/// value offset alone; such a hint is rejected and the log scanned).
+const MAGIC: [u8; 8] = *b"TKVHNT\0\x02";
 const CHUNK: usize = 1 << 20;
 
 /// File name of the hint covering sequence number `seq`.
@@ -122,7 +124,7 @@ pub(crate) fn write(vfs: &dyn Vfs, dir: &Path, version: &Version) -> Result<()> 
             out.buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
             out.buf.extend_from_slice(key);
             out.buf.extend_from_slice(&loc.segment.to_le_bytes());
-            out.buf.extend_from_slice(&loc.offset.to_le_bytes());
+            out.buf.extend_from_slice(&loc.packed_offsets().to_le_bytes());
             out.buf.extend_from_slice(&loc.len.to_le_bytes());
             out.buf.extend_from_slice(&loc.seq.to_le_bytes());
             if out.buf.len() >= CHUNK {
@@ -181,8 +183,11 @@ pub(crate) fn decode(bytes: &[u8], segment_len: &dyn Fn(u32) -> Option<u64>) -> 
     if u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) != crc32c::crc32c(body) {
         return Err((body.len() as u64, "checksum mismatch".to_owned()));
     }
-    if body[..8] != MAGIC {
-        return Err((0, "not a typed-kv hint (bad magic or version)".to_owned()));
+    if body[..6] != MAGIC[..6] {
+        return Err((0, "not a typed-kv hint (bad magic)".to_owned()));
+    }
+    if body[6..8] != MAGIC[6..8] {
+        return Err((6, format!("hint format version {} is not supported (expected {})", body[7], MAGIC[7])));
     }
     let mut r = Reader::new(&body[8..], 8);
     let seq = r.u64()?;
@@ -200,15 +205,20 @@ pub(crate) fn decode(bytes: &[u8], segment_len: &dyn Fn(u32) -> Option<u64>) -> 
                 return Err((at, format!("key length {key_len} is over the limit")));
             }
             let key = IndexKey::new(r.take(key_len)?);
-            let loc = Loc { segment: r.u32()?, offset: r.u64()?, len: r.u32()?, seq: r.u64()? };
-            let end = loc.offset.checked_add(u64::from(loc.len));
-            if end.is_none_or(|end| segment_len(loc.segment).is_none_or(|len| end > len)) {
+            let (segment, packed, len, seq) = (r.u32()?, r.u64()?, r.u32()?, r.u64()?);
+            let loc = Loc::from_packed(segment, packed, len, seq)
+                .filter(|loc| loc.record() >= SEGMENT_HEADER_LEN as u64)
+                .ok_or_else(|| {
+                    (at, format!("entry holds impossible offsets {packed:#x} in segment {segment}"))
+                })?;
+            let end = loc.end();
+            if segment_len(loc.segment).is_none_or(|len| end > len) {
                 return Err((at, format!("entry points outside segment {}", loc.segment)));
             }
             // Every entry was written before the resume point. One after it could be cut off
             // as a torn tail by the replay that follows, leaving the index pointing at
             // nothing (and the next hint unusable).
-            if end.is_none_or(|end| (loc.segment, end) > resume) {
+            if (loc.segment, end) > resume {
                 return Err((at, format!("entry lies after the resume point {resume:?}")));
             }
             if entries.last().is_some_and(|(p, _)| p >= &key) {
@@ -252,7 +262,8 @@ pub(crate) fn resume_point(bytes: &[u8]) -> Option<(u32, u64)> {
 mod tests {
     use super::*;
 
-    /// A hint resuming at `resume` with one entry of table 1: value at `offset`, `len` bytes.
+    /// A hint resuming at `resume` with one entry of table 1: value at `offset`, `len` bytes,
+    /// in a record starting 10 bytes before it.
     fn hint_bytes(resume: (u32, u64), segment: u32, offset: u64, len: u32) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&5u64.to_le_bytes());
@@ -264,7 +275,7 @@ mod tests {
         out.extend_from_slice(&1u32.to_le_bytes());
         out.push(b'k');
         out.extend_from_slice(&segment.to_le_bytes());
-        out.extend_from_slice(&offset.to_le_bytes());
+        out.extend_from_slice(&Loc::new(segment, offset - 10, offset, len, 4).packed_offsets().to_le_bytes());
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(&4u64.to_le_bytes());
         let crc = crc32c::crc32c(&out);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use imbl::OrdMap;
 
+use super::record::{MAX_KEY_LEN, VALUE_ALIGN};
 use super::segment::Segment;
 pub(crate) use super::table_map::TableMap;
 
@@ -134,15 +135,87 @@ impl std::fmt::Debug for IndexKey {
     }
 }
 
-/// Where a value lies.
+/// Segments hold at most this many bytes: a value's offset in its file fits in the low
+/// [`Loc`] bits this leaves (the writer and recovery refuse larger segments).
+pub(crate) const MAX_SEGMENT_LEN: u64 = 1 << VALUE_OFFSET_BITS;
+const VALUE_OFFSET_BITS: u32 = 47;
+/// The most bytes a record can hold before its value: the longest header (crc, kind and
+/// four varints), the longest key and the most padding. It fits in the 17 bits above the
+/// value offset.
+const MAX_VALUE_DISTANCE: u64 = 5 + 10 + 5 + 3 + 5 + MAX_KEY_LEN as u64 + (VALUE_ALIGN as u64 - 1);
+const MAX_VALUE_DISTANCE_MASK: u64 = (1 << (64 - VALUE_OFFSET_BITS)) - 1;
+const _: () = assert!(MAX_VALUE_DISTANCE <= MAX_VALUE_DISTANCE_MASK);
+// The index's memory per key is a measured figure (docs/design.md §6): a location stays 24 bytes.
+const _: () = assert!(std::mem::size_of::<Loc>() == 24);
+
+/// Where a value lies, and where the record that holds it starts (reads check the record's
+/// CRC). 24 bytes, as small as a value's offset alone needed: the record's distance before
+/// the value shares the offset's word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Loc {
-    /// File offset of the value.
-    pub(crate) offset: u64,
+    /// The value's file offset in the low 47 bits; in the high 17, how many bytes before
+    /// it its record starts.
+    at: u64,
     /// Sequence number of the batch that wrote it.
     pub(crate) seq: u64,
     pub(crate) segment: u32,
     pub(crate) len: u32,
+}
+
+impl Loc {
+    /// The value of `len` bytes at file offset `value` of `segment`, in the record starting
+    /// at `record`, written by batch `seq`: offsets the writer just placed, within a segment
+    /// of at most [`MAX_SEGMENT_LEN`] bytes (segments are never mapped larger). Offsets read
+    /// from a file go through [`checked`](Self::checked).
+    #[inline]
+    pub(crate) fn new(segment: u32, record: u64, value: u64, len: u32, seq: u64) -> Loc {
+        debug_assert!(Loc::checked(segment, record, value, len, seq).is_some(), "{record} {value} {len}");
+        // Masked, so a broken precondition gives a wrong location (which the read's CRC check
+        // reports), never an overflow.
+        let distance = value.wrapping_sub(record) & (MAX_VALUE_DISTANCE_MASK);
+        Loc { at: (value & (MAX_SEGMENT_LEN - 1)) | distance << VALUE_OFFSET_BITS, seq, segment, len }
+    }
+
+    /// [`new`](Self::new), or `None` if the offsets cannot be those of a record of a segment
+    /// of at most [`MAX_SEGMENT_LEN`] bytes.
+    pub(crate) fn checked(segment: u32, record: u64, value: u64, len: u32, seq: u64) -> Option<Loc> {
+        value.checked_sub(record).filter(|&d| d <= MAX_VALUE_DISTANCE)?;
+        value.checked_add(u64::from(len)).filter(|&end| end <= MAX_SEGMENT_LEN)?;
+        let distance = value - record;
+        Some(Loc { at: value | distance << VALUE_OFFSET_BITS, seq, segment, len })
+    }
+
+    /// File offset of the value.
+    #[inline]
+    pub(crate) fn offset(&self) -> u64 {
+        self.at & (MAX_SEGMENT_LEN - 1)
+    }
+
+    /// File offset of the record holding the value.
+    #[inline]
+    pub(crate) fn record(&self) -> u64 {
+        self.offset() - (self.at >> VALUE_OFFSET_BITS)
+    }
+
+    /// File offset just past the value (and its record).
+    #[inline]
+    pub(crate) fn end(&self) -> u64 {
+        self.offset() + u64::from(self.len)
+    }
+
+    /// The value offset and the record's distance before it, as one word (the hint file
+    /// stores it so).
+    pub(crate) fn packed_offsets(&self) -> u64 {
+        self.at
+    }
+
+    /// A location from [`packed_offsets`](Self::packed_offsets) and its other fields;
+    /// `None` if the word does not hold a valid pair.
+    pub(crate) fn from_packed(segment: u32, packed: u64, len: u32, seq: u64) -> Option<Loc> {
+        let value = packed & (MAX_SEGMENT_LEN - 1);
+        let record = value.checked_sub(packed >> VALUE_OFFSET_BITS)?;
+        Loc::checked(segment, record, value, len, seq)
+    }
 }
 
 /// The approximate bytes a record of this key and value takes in its segment: what a
@@ -238,6 +311,34 @@ mod tests {
     fn short_keys() -> impl Strategy<Value = Vec<u8>> {
         // Few distinct bytes, so shared prefixes and embedded zeros are common.
         proptest::collection::vec(prop_oneof![Just(0u8), Just(1), Just(255), any::<u8>()], 0..40)
+    }
+
+    #[test]
+    fn locations_keep_both_offsets_at_the_limits_and_refuse_what_cannot_be() {
+        for (record, value, len) in [
+            (64, 73, 0),
+            (64, 64 + MAX_VALUE_DISTANCE, 1 << 30),
+            (MAX_SEGMENT_LEN - 100, MAX_SEGMENT_LEN - 10, 10),
+        ] {
+            let loc = Loc::checked(3, record, value, len, 9).expect("a possible location");
+            assert_eq!(
+                (loc.record(), loc.offset(), loc.end(), loc.len, loc.seq),
+                (record, value, value + u64::from(len), len, 9)
+            );
+            assert_eq!(Loc::from_packed(3, loc.packed_offsets(), len, 9), Some(loc));
+            assert_eq!(Loc::new(3, record, value, len, 9), loc);
+        }
+        assert_eq!(Loc::checked(3, 100, 99, 0, 1), None, "the record starts after its value");
+        assert_eq!(
+            Loc::checked(3, 64, 65 + MAX_VALUE_DISTANCE, 0, 1),
+            None,
+            "more than a header, key and padding"
+        );
+        assert_eq!(
+            Loc::checked(3, MAX_SEGMENT_LEN - 20, MAX_SEGMENT_LEN - 10, 11, 1),
+            None,
+            "past the segment limit"
+        );
     }
 
     proptest! {

@@ -5,10 +5,69 @@ use std::fmt;
 use std::ops::{Bound, Deref, RangeBounds};
 use std::sync::Arc;
 
+use super::error::{Error, Result};
 use super::index::{IndexKey, Loc, Version};
+use super::record::{self, Kind, Next};
 use super::segment::Segment;
 use super::table_map;
 use super::Table;
+
+/// The value at `loc` of `segment`, the newest of `key` in table `table` of `version`.
+/// With `verify` (`Options::verify_reads`), the record holding it is decoded and checked
+/// first: its CRC-32C (header, key, value), and that it is the put of this table, key,
+/// sequence number and length. Any difference is [`Error::Corrupt`] naming the file, the
+/// record's offset, the table and the key: the bytes are never handed out. One pass over
+/// the record's bytes, no allocation unless it fails.
+#[inline(always)]
+pub(crate) fn checked_value<'s>(
+    version: &Version,
+    segment: &'s Segment,
+    table: u32,
+    key: &[u8],
+    loc: &Loc,
+    verify: bool,
+) -> Result<&'s [u8]> {
+    if !verify {
+        return segment.bytes(loc.offset(), loc.len as usize).ok_or_else(|| {
+            damaged(version, segment, table, key, loc.offset(), "the value lies past the written log")
+        });
+    }
+    let start = loc.record();
+    let Some(bytes) = segment.bytes(start, (loc.end() - start) as usize) else {
+        return Err(damaged(version, segment, table, key, start, "the record lies past the written log"));
+    };
+    match record::decode(bytes, start, 0) {
+        Next::Record(d)
+            if d.kind == Kind::Put
+                && d.table == table
+                && d.seq == loc.seq
+                && d.end == bytes.len()
+                && d.value_len == loc.len as usize
+                && bytes.get(d.key..d.key + d.key_len) == Some(key) =>
+        {
+            Ok(&bytes[d.value..])
+        }
+        Next::Record(_) => Err(damaged(
+            version,
+            segment,
+            table,
+            key,
+            start,
+            "the record there is not the one the index points at (another kind, table, key, batch or length)",
+        )),
+        Next::End => Err(damaged(version, segment, table, key, start, "no record starts there")),
+        Next::Bad(reason) => Err(damaged(version, segment, table, key, start, &reason)),
+    }
+}
+
+/// The error for a value whose record fails [`checked_value`]'s checks.
+#[cold]
+#[inline(never)]
+fn damaged(version: &Version, segment: &Segment, table: u32, key: &[u8], offset: u64, reason: &str) -> Error {
+    let name = version.table(table).map_or_else(|| format!("id {table}"), |t| format!("`{}`", t.name));
+    let key = key.escape_ascii();
+    Error::corrupt(segment.path(), offset, format!("the record of key \"{key}\" in table {name}: {reason}"))
+}
 
 /// A value, read in place from its memory-mapped segment. It holds the segment, so it stays
 /// valid after the key is overwritten, the segment compacted or the file deleted. Values of
@@ -25,7 +84,7 @@ impl Value {
     /// The value at `loc` of `segment`.
     #[inline]
     pub(crate) fn new(segment: &Arc<Segment>, loc: &Loc) -> Value {
-        Value { segment: Arc::clone(segment), offset: loc.offset, len: loc.len as usize }
+        Value { segment: Arc::clone(segment), offset: loc.offset(), len: loc.len as usize }
     }
 
     /// The id of the segment holding the value.
@@ -62,6 +121,8 @@ impl fmt::Debug for Value {
 #[derive(Clone)]
 pub struct Snapshot {
     pub(crate) version: Arc<Version>,
+    /// Whether reads check each record's CRC (`Options::verify_reads`).
+    pub(crate) verify: bool,
 }
 
 impl fmt::Debug for Snapshot {
@@ -72,23 +133,27 @@ impl fmt::Debug for Snapshot {
 
 impl Snapshot {
     /// The value under `key` in `table`, borrowed from the snapshot: no reference count is
-    /// touched, so concurrent readers share nothing.
+    /// touched, so concurrent readers share nothing. A record that fails its CRC-32C (unless
+    /// [`Options::verify_reads`](super::Options::verify_reads) is off) is
+    /// [`Error::Corrupt`].
     #[inline]
-    pub fn get(&self, table: &Table, key: &[u8]) -> Option<&[u8]> {
+    pub fn get(&self, table: &Table, key: &[u8]) -> Result<Option<&[u8]>> {
         self.get_by_id(table.id, key)
     }
 
     /// [`get`](Self::get) by table id.
     #[inline]
-    pub(crate) fn get_by_id(&self, table: u32, key: &[u8]) -> Option<&[u8]> {
-        let (segment, loc) = self.version.lookup(table, key)?;
-        segment.bytes(loc.offset, loc.len as usize)
+    pub(crate) fn get_by_id(&self, table: u32, key: &[u8]) -> Result<Option<&[u8]>> {
+        let Some((segment, loc)) = self.version.lookup(table, key) else { return Ok(None) };
+        checked_value(&self.version, segment, table, key, &loc, self.verify).map(Some)
     }
 
-    /// The value under `key` in `table`, as a [`Value`] that outlives the snapshot.
-    pub fn get_value(&self, table: &Table, key: &[u8]) -> Option<Value> {
-        let (segment, loc) = self.version.lookup(table.id, key)?;
-        Some(Value::new(segment, &loc))
+    /// The value under `key` in `table`, as a [`Value`] that outlives the snapshot; checked
+    /// as [`get`](Self::get) checks it.
+    pub fn get_value(&self, table: &Table, key: &[u8]) -> Result<Option<Value>> {
+        let Some((segment, loc)) = self.version.lookup(table.id, key) else { return Ok(None) };
+        checked_value(&self.version, segment, table.id, key, &loc, self.verify)?;
+        Ok(Some(Value::new(segment, &loc)))
     }
 
     /// The table `name`, if it exists in this snapshot.
@@ -117,6 +182,8 @@ impl Snapshot {
     }
 
     /// Entries of `table` with keys within `range`, in key order, borrowed from the snapshot.
+    /// Each value is checked as [`get`](Self::get) checks it: an entry whose record is
+    /// damaged is an `Err` (and the iterator goes on with the next key).
     pub fn range<'s, 'k>(&'s self, table: &Table, range: impl RangeBounds<&'k [u8]>) -> Range<'s> {
         let (lower, upper) = (range.start_bound().map(|k| *k), range.end_bound().map(|k| *k));
         self.range_by_id(table.id, lower, upper)
@@ -133,11 +200,12 @@ impl Snapshot {
             Some(t) if !is_empty_range(lower, upper) => Some(t.map.range(lower, upper)),
             _ => None,
         };
-        Range { iter, version: &self.version, segment: None }
+        Range { iter, version: &self.version, table, verify: self.verify, segment: None }
     }
 
     /// Like [`range`](Self::range), but the iterator owns the snapshot (and copies no key:
-    /// keys are shared with the index).
+    /// keys are shared with the index). Values are checked as [`get`](Self::get) checks
+    /// them.
     pub fn into_range<'k>(self, table: &Table, range: impl RangeBounds<&'k [u8]>) -> OwnedRange {
         OwnedRange {
             snapshot: self,
@@ -164,6 +232,8 @@ fn is_empty_range(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
 pub struct Range<'s> {
     iter: Option<table_map::Iter<'s>>,
     version: &'s Version,
+    table: u32,
+    verify: bool,
     /// The segment of the last entry: neighbours in key order mostly share one (a bulk
     /// load, or a batch written in key order), which saves a lookup in the segment map per
     /// entry.
@@ -171,8 +241,9 @@ pub struct Range<'s> {
 }
 
 impl<'s> Iterator for Range<'s> {
-    /// Key and value, both borrowed from the snapshot.
-    type Item = (&'s [u8], &'s [u8]);
+    /// Key and value, both borrowed from the snapshot, or why the value's record is not
+    /// what was written.
+    type Item = Result<(&'s [u8], &'s [u8])>;
 
     #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
@@ -187,9 +258,11 @@ impl<'s> Iterator for Range<'s> {
                     segment
                 }
             };
-            if let Some(value) = segment.bytes(loc.offset, loc.len as usize) {
-                return Some((key.as_bytes(), value));
-            }
+            let key = key.as_bytes();
+            return Some(
+                checked_value(self.version, segment, self.table, key, loc, self.verify)
+                    .map(|value| (key, value)),
+            );
         }
     }
 }
@@ -220,7 +293,7 @@ pub struct OwnedRange {
     table: u32,
     lower: Bound<IndexKey>,
     upper: Bound<IndexKey>,
-    buffer: VecDeque<(IndexKey, Value)>,
+    buffer: VecDeque<Result<(IndexKey, Value)>>,
     chunk: usize,
     done: bool,
 }
@@ -249,7 +322,9 @@ impl OwnedRange {
         let mut last = None;
         for (key, loc) in table.map.range(lower, upper).take(self.chunk) {
             if let Some(segment) = version.segments.get(&loc.segment) {
-                self.buffer.push_back((key.clone(), Value::new(segment, loc)));
+                let checked =
+                    checked_value(version, segment, self.table, key.as_bytes(), loc, self.snapshot.verify);
+                self.buffer.push_back(checked.map(|_| (key.clone(), Value::new(segment, loc))));
             }
             last = Some(key.clone());
         }
@@ -262,13 +337,13 @@ impl OwnedRange {
 }
 
 impl Iterator for OwnedRange {
-    /// The key and the value.
-    type Item = (Key, Value);
+    /// The key and the value, or why the value's record is not what was written.
+    type Item = Result<(Key, Value)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.buffer.is_empty() && !self.done {
             self.refill();
         }
-        self.buffer.pop_front().map(|(k, v)| (Key(k), v))
+        self.buffer.pop_front().map(|entry| entry.map(|(k, v)| (Key(k), v)))
     }
 }

@@ -206,6 +206,8 @@ pub(crate) struct Decoded {
     pub(crate) aligned: bool,
     pub(crate) seq: u64,
     pub(crate) table: u32,
+    /// Offset of the record.
+    pub(crate) start: usize,
     /// Offset of the key.
     pub(crate) key: usize,
     pub(crate) key_len: usize,
@@ -329,6 +331,7 @@ pub(crate) fn frame(bytes: &[u8], base: u64, offset: usize) -> Result<Framed, St
         aligned,
         seq,
         table,
+        start: offset,
         key: offset + key,
         key_len,
         value: offset + value,

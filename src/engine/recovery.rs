@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::error::{Error, Result};
 use super::hint;
-use super::index::{IndexKey, Loc, TableMap, TableState, Usage, Version};
+use super::index::{IndexKey, Loc, TableMap, TableState, Usage, Version, MAX_SEGMENT_LEN};
 use super::io::{OpenMode, Vfs, VfsFile};
 use super::record::{self, Decoded, Kind, Next, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::segment::{self, Segment};
@@ -160,8 +160,10 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
                 rewrite_manifest = true;
             }
         }
-        let capacity =
-            usize::try_from(capacity).map_err(|_| Error::corrupt(&path, 0, "segment too large to map"))?;
+        let capacity = usize::try_from(capacity)
+            .ok()
+            .filter(|&c| c as u64 <= MAX_SEGMENT_LEN)
+            .ok_or_else(|| Error::corrupt(&path, 0, "segment too large to map"))?;
         let map = file.map(capacity).map_err(|e| Error::io("mapping", &path, e))?;
         let segment = Segment::new(id, path.clone(), map, len);
         match SegmentHeader::decode(segment.written_bytes()) {
@@ -583,12 +585,11 @@ impl Replay<'_> {
                 {
                     return Ok(());
                 }
-                let loc = Loc {
-                    offset: d.value as u64,
-                    seq: d.seq,
-                    segment: o.segment.id(),
-                    len: d.value_len as u32,
-                };
+                let at = d.start as u64;
+                let loc = Loc::checked(o.segment.id(), at, d.value as u64, d.value_len as u32, d.seq)
+                    .ok_or_else(|| {
+                        Error::corrupt(o.segment.path(), at, "a record past the segment size limit")
+                    })?;
                 replayed.insert(IndexKey::new(key), Some(loc));
             }
             Kind::Tombstone => {

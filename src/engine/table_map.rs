@@ -70,6 +70,9 @@ pub(crate) struct Entry {
     pub(crate) loc: Option<Loc>,
 }
 
+// An entry is a 64-byte slot (docs/design.md §6): the index's memory per key depends on it.
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
+
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?} → {:?}", self.key, self.loc)
@@ -820,7 +823,7 @@ mod tests {
     }
 
     fn loc(seq: u64, n: u64) -> Loc {
-        Loc { offset: n * 10, seq, segment: 1, len: 10 }
+        Loc::new(1, n * 10 + 64, n * 10 + 70, 10, seq)
     }
 
     /// The sum of what `usage` counts for segment 1.

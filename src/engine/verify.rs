@@ -272,18 +272,18 @@ fn check_index(version: &Version, scans: &HashMap<u32, SegmentScan>, report: &mu
             let (Some(segment), Some(scan)) = (segment, scans.get(&loc.segment)) else {
                 report.problems.push(VerifyProblem {
                     path: PathBuf::from(super::segment::file_name(loc.segment)),
-                    offset: loc.offset,
+                    offset: loc.offset(),
                     reason: format!("the index points at segment {}, which is not in the log", loc.segment),
                     keys: vec![(table.name.to_string(), Arc::from(key.as_bytes()))],
                 });
                 continue;
             };
-            if let Some(problem) = scan.damage_at(loc.offset) {
+            if let Some(problem) = scan.damage_at(loc.offset()) {
                 report.problems[problem].keys.push((table.name.to_string(), Arc::from(key.as_bytes())));
-            } else if !scan.holds_value(loc.offset, loc.len) {
+            } else if !scan.holds_value(loc.offset(), loc.len) {
                 report.problems.push(VerifyProblem {
                     path: segment.path().to_owned(),
-                    offset: loc.offset,
+                    offset: loc.offset(),
                     reason: format!("the index points at a value of {} bytes that no record holds", loc.len),
                     keys: vec![(table.name.to_string(), Arc::from(key.as_bytes()))],
                 });
@@ -312,7 +312,7 @@ mod tests {
     fn value_offset(db: &Db, i: u32) -> u64 {
         let t = db.find_table("t").unwrap();
         let version = db.inner.current.load_full();
-        version.lookup(t.id(), &i.to_be_bytes()).map(|(_, loc)| loc.offset).unwrap()
+        version.lookup(t.id(), &i.to_be_bytes()).map(|(_, loc)| loc.offset()).unwrap()
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex};
 
 use super::error::{Error, Result};
-use super::index::{prefix_of, IndexKey, Loc, TableMap, Usage, Version};
+use super::index::{prefix_of, IndexKey, Loc, TableMap, Usage, Version, MAX_SEGMENT_LEN};
 use super::io::{OpenMode, Vfs, VfsFile};
 use super::prefetch;
 use super::record::{self, Kind, RecordRef, SegmentHeader, MAX_KEY_LEN, MAX_VALUE_LEN, SEGMENT_HEADER_LEN};
@@ -54,8 +54,9 @@ pub(crate) struct Writer {
     pub(crate) last_batch: (u32, u64),
     /// Encoded records on their way to the file, up to [`CHUNK`] bytes at a time.
     buf: Vec<u8>,
-    /// File offsets of the values of the last appended batch, in write order.
-    value_offsets: Vec<u64>,
+    /// File offsets of the records and of their values of the last appended batch, in
+    /// write order.
+    value_offsets: Vec<(u64, u64)>,
     /// Bytes of the last appended batch.
     batch_len: u64,
     /// The order in which the ops of the batch being appended are written (indices).
@@ -225,6 +226,10 @@ impl Writer {
         file.sync_data().map_err(|e| Error::io("syncing", &path, e))?;
         place.vfs.sync_dir(place.dir).map_err(|e| Error::io("syncing directory", place.dir, e))?;
         let capacity = place.segment_size.max(min_capacity).next_multiple_of(PAGE);
+        if capacity > MAX_SEGMENT_LEN {
+            let max = MAX_SEGMENT_LEN as usize;
+            return Err(Error::TooLarge { what: "segment", len: capacity as usize, max });
+        }
         let map = file.map(capacity as usize).map_err(|e| Error::io("mapping", &path, e))?;
         let segment = Segment::new(id, path, map, SEGMENT_HEADER_LEN as u64);
         segment.mark_synced(SEGMENT_HEADER_LEN as u64);
@@ -378,8 +383,9 @@ impl Writer {
                 prefetch::read_lines(value, 4);
             }
             let record = self.record(ops, seqs, seq, position, synced);
+            let start = chunk_base + buf.len() as u64;
             let placed = record::encode(&mut buf, chunk_base, &record);
-            self.value_offsets.push(chunk_base + placed.value_offset as u64);
+            self.value_offsets.push((start, chunk_base + placed.value_offset as u64));
             if buf.len() >= CHUNK && position + 1 < ops.len() {
                 written = file.write_all_at(&buf, chunk_base);
                 if written.is_err() {
@@ -451,10 +457,10 @@ impl Writer {
         self.next_seq += 1;
         if seqs.is_none() {
             let segment = self.active.segment.id();
-            let changes = self.order.iter().zip(&self.value_offsets).map(|(&i, &offset)| {
+            let changes = self.order.iter().zip(&self.value_offsets).map(|(&i, &(record, offset))| {
                 let op = &ops[i];
                 let loc = match *op {
-                    Op::Put { value, .. } => Some(Loc { offset, seq, segment, len: value.len() as u32 }),
+                    Op::Put { value, .. } => Some(Loc::new(segment, record, offset, value.len() as u32, seq)),
                     _ => None,
                 };
                 (op, loc)
@@ -466,8 +472,9 @@ impl Writer {
         Ok(seq)
     }
 
-    /// File offsets of the values of the last appended batch, one per op.
-    pub(crate) fn last_value_offsets(&self) -> impl Iterator<Item = u64> + '_ {
+    /// File offsets of the records and of their values of the last appended batch, one
+    /// per op.
+    pub(crate) fn last_value_offsets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.value_offsets.iter().copied()
     }
 
@@ -673,7 +680,7 @@ mod tests {
             let t = db.find_table("t").unwrap();
             for i in 0..100u32 {
                 let key = (1000 - i).to_be_bytes();
-                let got = db.get(&t, &key).map(|v| v.to_vec());
+                let got = db.get(&t, &key).unwrap().map(|v| v.to_vec());
                 let want = match i {
                     7 => None,                      // put, then deleted
                     9 => Some(b"again".to_vec()),   // put, deleted, put again
