@@ -17,6 +17,7 @@ use super::{
     missing_slot, CompactionReport, Engine, EngineFigures, EngineOptions, EngineSnapshot, RawBatch, RawBytes,
     RawIter, RawRange, TableFigures, TableHandle,
 };
+use crate::catalog::NATIVE_TABLES_FILE;
 use crate::config::{DatabaseBackend, Durability};
 use crate::engine::{self, Db, Op, SyncMode, ValueAlign};
 use crate::error::{Result, StorageError};
@@ -64,6 +65,12 @@ pub(crate) struct NativeEngine {
 
 impl NativeEngine {
     pub(crate) fn open(dir: &Path, options: &EngineOptions) -> Result<Self> {
+        // The engine writes its table directory as soon as a table exists, and a storage
+        // always has its catalog table: once the engine was created, the file is there.
+        let tables = dir.join(NATIVE_TABLES_FILE);
+        if options.must_exist && !tables.exists() {
+            return Err(StorageError::MissingEngineFile { path: tables, backend: BACKEND });
+        }
         let sync = match options.durability {
             Durability::Immediate => SyncMode::Always,
             Durability::None => SyncMode::Never,
