@@ -271,6 +271,27 @@ fn marker_without_engine_created_opens_as_before(backend: DatabaseBackend) {
     assert!(std::fs::read_to_string(&marker).unwrap().lines().any(|l| l == "engine created"));
 }
 
+/// A table with entries but no stamp (its stamp lost) is an error naming it and its entry
+/// count under every policy that keeps the store, never a new table cleared of them.
+fn entries_without_stamp_are_an_error_not_cleared(backend: DatabaseBackend) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    drop(open(backend, &path, Recreate::IfMissing).unwrap());
+    for key in [b"a", b"b", b"c"] {
+        common::raw_put(backend, &path, "counts", key, b"raw");
+    }
+    for recreate in [Recreate::IfMissing, Recreate::OnVersionBump, Recreate::OnValidationFail] {
+        let storage = open(backend, &path, recreate).unwrap();
+        let err = counts(&storage).map(|_| ()).expect_err("entries without a stamp must fail");
+        assert_eq!(
+            err.to_string(),
+            "table `counts` holds 3 entries but has no stamp in the catalog: its layout is unknown",
+            "{recreate:?}"
+        );
+        assert!(!err.proves_damage(), "{recreate:?}: never answered by a wipe");
+    }
+}
+
 /// Proven damage still lets `OnValidationFail` start over (the one case that may wipe).
 fn garbage_engine_files_are_wiped_under_on_validation_fail(backend: DatabaseBackend) {
     let dir = tempfile::tempdir().unwrap();
@@ -291,4 +312,5 @@ per_backend!(
     deleted_engine_file_is_an_error,
     marker_without_engine_created_opens_as_before,
     garbage_engine_files_are_wiped_under_on_validation_fail,
+    entries_without_stamp_are_an_error_not_cleared,
 );
