@@ -183,9 +183,10 @@ fn unreadable_file_is_an_error_not_a_wipe(backend: DatabaseBackend, make_unreada
     assert_kept(&path, &before);
     if victim.is_dir() {
         std::fs::remove_dir(&victim).unwrap();
+    } else {
+        set_mode(&victim, 0o644);
     }
     std::fs::write(&victim, saved).unwrap();
-    set_mode(&victim, 0o644);
     assert_intact(backend, &path);
 }
 
