@@ -1,6 +1,7 @@
 //! [`StorageBuilder`]: where a storage lives, on which engine, and what to do with what is
 //! already there.
 
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use crate::backends::{open_engine, EngineOptions};
@@ -149,56 +150,86 @@ impl StorageBuilder {
         // Judge what is there before creating anything, so a foreign file is left untouched.
         let state = match inspect_dir(&path) {
             Ok(state) => Some(state),
-            Err(e) if recreate_on_failure(recreate, &path) => {
-                let _ = e;
-                None
-            }
+            Err(e) if may_wipe_uninspectable(recreate, &path, &e) => None,
             Err(e) => return Err(e),
         };
         std::fs::create_dir_all(&path).map_err(|e| StorageError::io("creating", &path, e))?;
-        let lock = lock_dir(&path, backend)?;
-
-        let wipe = match state {
-            // A wipe cut short is finished, whatever the policy: it was asked for, and what
-            // it left is no longer a store.
-            None | Some(DirState::Wiping) => true,
-            Some(DirState::Empty) => false,
-            Some(DirState::Store(found)) if recreate == Recreate::Always => {
-                let _ = found;
-                true
-            }
-            Some(DirState::Store(found)) if found != backend => {
-                return Err(StorageError::BackendMismatch {
-                    path,
-                    found: found.name().to_owned(),
-                    requested: backend,
-                });
-            }
-            Some(DirState::Store(_)) => false,
-        };
-        if wipe {
-            wipe_store(&path)?;
-        }
-        if wipe || state == Some(DirState::Empty) {
-            write_marker(&path, backend)?;
-        }
-
+        let (lock, read_only_fs) = lock_dir(&path, backend)?;
         let options = EngineOptions {
             durability,
+            must_exist: false,
             #[cfg(feature = "native")]
             native,
         };
-        let engine_dir = path.join(backend.name());
-        let engine = match open_engine_in(backend, &engine_dir, &options) {
-            Ok(engine) => engine,
-            Err(e) if recreate == Recreate::OnValidationFail && !matches!(e, StorageError::Locked { .. }) => {
-                wipe_store(&path)?;
-                write_marker(&path, backend)?;
-                open_engine_in(backend, &engine_dir, &options)?
+        let opened = Opening { path: &path, backend, recreate, options }.open(state);
+        let (engine, engine_created) = opened.map_err(|e| match e {
+            // Every backend writes when it opens: on a read-only file system that fails
+            // somewhere, with an OS error that does not say why the store needs writing.
+            e @ (StorageError::Io { .. } | StorageError::Engine { .. })
+                if read_only_fs || e.is_read_only_fs() =>
+            {
+                StorageError::ReadOnlyFileSystem { path: path.clone(), source: Box::new(e) }
             }
-            Err(e) => return Err(e),
+            other => other,
+        })?;
+        let storage = Storage::from_engine(path.clone(), engine, recreate, version, lock)?;
+        if !engine_created {
+            // The engine's files exist now (the catalog table was just made): from here on
+            // a missing one is lost data, not a store to create.
+            write_marker(&path, backend, true)?;
+        }
+        Ok(storage)
+    }
+}
+
+/// A store being opened under its lock: what is asked for.
+struct Opening<'p> {
+    path: &'p Path,
+    backend: DatabaseBackend,
+    recreate: Recreate,
+    options: EngineOptions,
+}
+
+impl Opening<'_> {
+    /// Wipes or creates what `state` and the policy say, then opens the engine; the engine,
+    /// and whether the marker already said that its files were created.
+    fn open(mut self, state: Option<DirState>) -> Result<(Box<dyn crate::backends::Engine>, bool)> {
+        let path = self.path;
+        let (wipe, engine_created) = match state {
+            // A wipe cut short is finished, whatever the policy: it was asked for, and what
+            // it left is no longer a store.
+            None | Some(DirState::Wiping) => (true, false),
+            Some(DirState::Empty) => (false, false),
+            Some(DirState::Store { .. }) if self.recreate == Recreate::Always => (true, false),
+            Some(DirState::Store { backend: found, .. }) if found != self.backend => {
+                return Err(StorageError::BackendMismatch {
+                    path: path.to_owned(),
+                    found: found.name().to_owned(),
+                    requested: self.backend,
+                });
+            }
+            Some(DirState::Store { engine_created, .. }) => (false, engine_created),
         };
-        Storage::from_engine(path, engine, recreate, version, lock)
+        if wipe {
+            wipe_store(path)?;
+        }
+        if wipe || state == Some(DirState::Empty) {
+            write_marker(path, self.backend, false)?;
+        }
+        self.options.must_exist = engine_created;
+        let engine_dir = path.join(self.backend.name());
+        match open_engine_in(self.backend, &engine_dir, &self.options) {
+            Ok(engine) => Ok((engine, engine_created)),
+            // Only bytes proven damaged are answered by a wipe: an I/O error, a permission, a
+            // resource limit or a missing file says nothing about the data, which is kept.
+            Err(e) if self.recreate == Recreate::OnValidationFail && e.proves_damage() => {
+                wipe_store(path)?;
+                write_marker(path, self.backend, false)?;
+                self.options.must_exist = false;
+                Ok((open_engine_in(self.backend, &engine_dir, &self.options)?, false))
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -212,7 +243,7 @@ fn existing_backend(path: &Path, chosen: Option<DatabaseBackend>) -> Result<Data
     match inspect_dir(path)? {
         DirState::Empty => Err(not_found("the directory is empty")),
         DirState::Wiping => Err(not_found("a wipe of the store there was cut short")),
-        DirState::Store(found) => match chosen {
+        DirState::Store { backend: found, .. } => match chosen {
             Some(requested) if requested != found => Err(StorageError::BackendMismatch {
                 path: path.to_owned(),
                 found: found.name().to_owned(),
@@ -223,10 +254,16 @@ fn existing_backend(path: &Path, chosen: Option<DatabaseBackend>) -> Result<Data
     }
 }
 
-/// Whether a failed inspection may be answered by wiping: only `OnValidationFail`, and only
-/// for a directory that carries typed-kv's marker (a damaged store of ours).
-fn recreate_on_failure(recreate: Recreate, path: &Path) -> bool {
-    matches!(recreate, Recreate::OnValidationFail | Recreate::Always) && path.join(MARKER_FILE).is_file()
+/// Whether a failed inspection of a directory that carries typed-kv's marker may be
+/// answered by wiping: under `Always` (a wipe was asked for anyway), and under
+/// `OnValidationFail` when the marker was read and is damaged (not when it could not be read).
+fn may_wipe_uninspectable(recreate: Recreate, path: &Path, e: &StorageError) -> bool {
+    let ours = path.join(MARKER_FILE).is_file();
+    match recreate {
+        Recreate::Always => ours,
+        Recreate::OnValidationFail => ours && matches!(e, StorageError::NotAStore { .. }),
+        _ => false,
+    }
 }
 
 fn open_engine_in(
@@ -234,26 +271,44 @@ fn open_engine_in(
     dir: &Path,
     options: &EngineOptions,
 ) -> Result<Box<dyn crate::backends::Engine>> {
+    if options.must_exist && !dir.is_dir() {
+        return Err(StorageError::MissingEngineFile { path: dir.to_owned(), backend });
+    }
     std::fs::create_dir_all(dir).map_err(|e| StorageError::io("creating", dir, e))?;
     open_engine(backend, dir, options)
 }
 
-/// Takes the storage's lock file, so that two users never wipe or open one store at once.
-fn lock_dir(dir: &Path, backend: DatabaseBackend) -> Result<std::fs::File> {
+/// Takes the storage's lock file, so that two users never wipe or open one store at once;
+/// the file, and whether the store is on a read-only file system.
+///
+/// The lock file is opened for writing, so that it can be created. Where it cannot be (a
+/// read-only file system, a read-only lock file), it is opened for reading: an `flock`
+/// works on a read-only descriptor just as well.
+fn lock_dir(dir: &Path, backend: DatabaseBackend) -> Result<(std::fs::File, bool)> {
     let lock_path = dir.join(LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| StorageError::io("opening", &lock_path, e))?;
+    let writable = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path);
+    let (file, read_only_fs) = match writable {
+        Ok(file) => (file, false),
+        Err(e) if matches!(e.kind(), ErrorKind::ReadOnlyFilesystem | ErrorKind::PermissionDenied) => {
+            let read_only_fs = e.kind() == ErrorKind::ReadOnlyFilesystem;
+            match std::fs::File::open(&lock_path) {
+                Ok(file) => (file, read_only_fs),
+                Err(_) if read_only_fs => {
+                    let source = Box::new(StorageError::io("creating", &lock_path, e));
+                    return Err(StorageError::ReadOnlyFileSystem { path: dir.to_owned(), source });
+                }
+                Err(_) => return Err(StorageError::io("opening", &lock_path, e)),
+            }
+        }
+        Err(e) => return Err(StorageError::io("opening", &lock_path, e)),
+    };
     // A process that forks while this one held the lock keeps the lock (its open file is
     // duplicated into the child until exec) for a moment: a reopen right after a close may
     // find it held. Retry briefly before saying "locked".
     let started = std::time::Instant::now();
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(file),
+            Ok(()) => return Ok((file, read_only_fs)),
             Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_RETRY_FOR => {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }

@@ -25,8 +25,16 @@ const MARKER_MAGIC: &str = "typed-kv store";
 /// The marker's first line while the store is being wiped. It differs from
 /// [`MARKER_MAGIC`] so that no reader of the plain marker takes a half-wiped store for a store.
 const WIPING_MAGIC: &str = "typed-kv store being wiped";
+/// The marker's line saying that the engine's first open succeeded, so that its files exist
+/// and a missing one is lost data, never a store to create. A marker without it (a store made
+/// by an older build, or whose first open was cut short) opens as before: the engine creates
+/// what is missing, and the line is added once it opened.
+const ENGINE_CREATED: &str = "engine created";
 /// Version of the directory layout and catalog encoding.
 const LAYOUT_VERSION: u32 = 1;
+/// The native engine's table directory, in the engine's directory: written as soon as a
+/// table exists (a storage always has its catalog table).
+pub(crate) const NATIVE_TABLES_FILE: &str = "tables.tkv";
 /// The internal table holding stamps, keyed by table name.
 pub(crate) const CATALOG_TABLE: &str = "__typed_kv_catalog";
 /// Table names starting with this are typed-kv's own.
@@ -126,7 +134,12 @@ pub(crate) enum DirState {
     /// Nothing there (or an empty directory): a new store.
     Empty,
     /// A typed-kv store of this backend.
-    Store(DatabaseBackend),
+    Store {
+        /// The backend its marker names.
+        backend: DatabaseBackend,
+        /// Whether the marker says the engine's files were created (see [`ENGINE_CREATED`]).
+        engine_created: bool,
+    },
     /// A typed-kv store whose wipe was cut short (its marker says so): what is left of it
     /// is no store, and the next open finishes the wipe.
     Wiping,
@@ -171,17 +184,18 @@ pub(crate) fn inspect_dir(dir: &Path) -> Result<DirState> {
 /// The error for a non-empty directory without a marker, naming the engine if it looks like one.
 fn foreign_dir(dir: &Path, entries: &[String]) -> StorageError {
     let has = |n: &str| entries.iter().any(|e| e == n);
-    let found = if has("tables.tkv") || entries.iter().any(|e| e.starts_with("seg-") && e.ends_with(".tkv")) {
-        Some("typed-kv native")
-    } else if has("CURRENT") && has("IDENTITY") {
-        Some("rocksdb")
-    } else if has("conf") && has("db") {
-        Some("sled")
-    } else if entries.iter().any(|e| e.ends_with(".redb")) {
-        Some("redb")
-    } else {
-        None
-    };
+    let found =
+        if has(NATIVE_TABLES_FILE) || entries.iter().any(|e| e.starts_with("seg-") && e.ends_with(".tkv")) {
+            Some("typed-kv native")
+        } else if has("CURRENT") && has("IDENTITY") {
+            Some("rocksdb")
+        } else if has("conf") && has("db") {
+            Some("sled")
+        } else if entries.iter().any(|e| e.ends_with(".redb")) {
+            Some("redb")
+        } else {
+            None
+        };
     match found {
         Some(engine) => StorageError::NotAStore {
             path: dir.to_owned(),
@@ -213,7 +227,12 @@ fn parse_marker(dir: &Path, text: &str) -> Result<DirState> {
     }
     let mut backend = None;
     let mut layout = None;
+    let mut engine_created = false;
     for line in lines {
+        if line == ENGINE_CREATED {
+            engine_created = true;
+            continue;
+        }
         match line.split_once(' ') {
             Some(("backend", name)) => backend = Some(name.to_owned()),
             Some(("layout", v)) => layout = v.parse::<u32>().ok(),
@@ -226,13 +245,18 @@ fn parse_marker(dir: &Path, text: &str) -> Result<DirState> {
     }
     let name = backend.ok_or_else(|| bad(format!("{MARKER_FILE} names no backend")))?;
     DatabaseBackend::from_name(&name)
-        .map(DirState::Store)
+        .map(|backend| DirState::Store { backend, engine_created })
         .ok_or_else(|| bad(format!("{MARKER_FILE} names an unknown backend `{name}`")))
 }
 
-/// Writes the marker of a `backend` store atomically.
-pub(crate) fn write_marker(dir: &Path, backend: DatabaseBackend) -> Result<()> {
-    let text = format!("{MARKER_MAGIC}\nlayout {LAYOUT_VERSION}\nbackend {}\n", backend.name());
+/// Writes the marker of a `backend` store atomically; `engine_created` once the engine's
+/// first open succeeded (its files exist).
+pub(crate) fn write_marker(dir: &Path, backend: DatabaseBackend, engine_created: bool) -> Result<()> {
+    let mut text = format!("{MARKER_MAGIC}\nlayout {LAYOUT_VERSION}\nbackend {}\n", backend.name());
+    if engine_created {
+        text.push_str(ENGINE_CREATED);
+        text.push('\n');
+    }
     replace_marker(dir, &text)
 }
 

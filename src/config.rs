@@ -88,8 +88,20 @@ pub enum Recreate {
     /// Like `IfMissing`, but a table stamped with a lower schema version than requested is
     /// cleared and restamped; a higher stored version is an error (code older than data).
     OnVersionBump,
-    /// Like `IfMissing`, but when the store cannot be opened or validated, or a table's stamp
-    /// does not match, delete that store or table and start it empty instead of failing.
+    /// Like `IfMissing`, but what is proven wrong is deleted and started empty instead of
+    /// failing. Exactly these lead to a wipe:
+    /// - the store: its marker `typed-kv.meta` was read and is not a marker of this layout,
+    ///   or the engine refused to open its files with an error that proves damage
+    ///   ([`StorageError::proves_damage`](crate::StorageError::proves_damage): the native
+    ///   engine's `Corrupt`, redb's, sled's and RocksDB's own corruption or unreadable-format
+    ///   errors);
+    /// - a table (cleared and restamped): its stamp differs from the one asked for (formats,
+    ///   types or schema version), or cannot be decoded.
+    ///
+    /// Everything else is returned and the data kept: I/O errors, permissions, resource limits
+    /// (too many open files), a missing engine file, a lock held, anything unknown. A table
+    /// that holds entries but has no stamp is
+    /// [`StorageError::UnstampedTable`](crate::StorageError::UnstampedTable), never cleared.
     OnValidationFail,
 }
 

@@ -40,8 +40,9 @@ pub enum StorageError {
         source: EngineError,
     },
 
-    /// A file holds bytes the engine did not write there: damage on disk. The native engine
-    /// reports where; [`Recreate::OnValidationFail`](crate::Recreate) starts the store over.
+    /// A file holds bytes the engine did not write there: damage on disk, checked so. The
+    /// native engine reports where; [`Recreate::OnValidationFail`](crate::Recreate) starts
+    /// the store over.
     #[error("{} is corrupt at offset {offset}: {reason}", path.display())]
     Corrupt {
         /// The damaged file.
@@ -50,6 +51,41 @@ pub enum StorageError {
         offset: u64,
         /// What is wrong.
         reason: String,
+    },
+
+    /// redb, sled or RocksDB found its own files damaged (its corruption error), or written in
+    /// a format this build cannot read. Like [`Corrupt`](Self::Corrupt), this proves damage:
+    /// [`Recreate::OnValidationFail`](crate::Recreate) starts the store over.
+    #[error("{backend} found its files damaged while {action}: {source}")]
+    EngineCorrupt {
+        /// Which engine.
+        backend: DatabaseBackend,
+        /// What typed-kv was doing.
+        action: String,
+        /// The engine's error.
+        #[source]
+        source: EngineError,
+    },
+
+    /// The store's engine was created once (its marker says so), but a file or directory the
+    /// engine keeps is gone: deleted or moved. typed-kv does not start a new empty store in
+    /// its place.
+    #[error("{} is missing: the {backend} engine of this store was created, but its files are gone", path.display())]
+    MissingEngineFile {
+        /// The missing file or directory.
+        path: PathBuf,
+        /// The store's backend.
+        backend: DatabaseBackend,
+    },
+
+    /// The store is on a read-only file system, and opening it needs write access.
+    #[error("{} is on a read-only file system; opening it needs write access", path.display())]
+    ReadOnlyFileSystem {
+        /// The store's path.
+        path: PathBuf,
+        /// The write that failed.
+        #[source]
+        source: Box<StorageError>,
     },
 
     /// Another process (or another `Storage` in this one) holds the store open.
@@ -173,6 +209,27 @@ pub enum StorageError {
         table: String,
     },
 
+    /// The table holds entries but has no stamp in the catalog (the stamp was lost, e.g. with
+    /// a damaged or deleted file). Its layout is unknown, so it is neither used nor cleared.
+    #[error(
+        "table `{table}` holds {entries} entries but has no stamp in the catalog: its layout is unknown"
+    )]
+    UnstampedTable {
+        /// The table.
+        table: String,
+        /// How many entries it holds.
+        entries: u64,
+    },
+
+    /// The table was dropped ([`Storage::drop_table`](crate::Storage::drop_table)) or
+    /// recreated by a [`Recreate`](crate::Recreate) policy after this handle was built: the
+    /// handle is dead, even if a table of that name exists again.
+    #[error("table `{table}` was dropped; build it again to use it")]
+    TableDropped {
+        /// The table.
+        table: String,
+    },
+
     /// The catalog of table stamps is damaged.
     #[error("catalog entry of table `{table}` is damaged: {reason}")]
     CorruptCatalog {
@@ -244,6 +301,31 @@ pub(crate) fn key_hex(key: &[u8]) -> String {
 }
 
 impl StorageError {
+    /// Whether this error proves that stored bytes are damaged or in a format this build
+    /// does not read: a checked corruption ([`Corrupt`](Self::Corrupt),
+    /// [`EngineCorrupt`](Self::EngineCorrupt)) or an undecodable catalog stamp
+    /// ([`CorruptCatalog`](Self::CorruptCatalog)). Only such errors let
+    /// [`Recreate::OnValidationFail`](crate::Recreate::OnValidationFail) wipe; an I/O error, a
+    /// permission, a resource limit or anything else proves nothing about the bytes.
+    pub fn proves_damage(&self) -> bool {
+        matches!(self, Self::Corrupt { .. } | Self::EngineCorrupt { .. } | Self::CorruptCatalog { .. })
+    }
+
+    /// Whether an operating-system error somewhere in this error's chain says the file
+    /// system is read-only (`EROFS`).
+    pub(crate) fn is_read_only_fs(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+                    return true;
+                }
+            }
+            cause = e.source();
+        }
+        false
+    }
+
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { action, path: path.into(), source }
     }

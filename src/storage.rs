@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::backends::{CompactionReport, Engine, TableHandle};
@@ -47,8 +47,34 @@ pub(crate) struct StorageInner {
     aligned_copies: Mutex<HashMap<String, Arc<AtomicU64>>>,
     /// Compactions that `compact` ran (engines that compact in the background count more).
     pub(crate) compactions: AtomicU64,
+    /// Held while stamps are read and changed (building, dropping and recreating tables), so
+    /// that two builders of one table never both find it new, nor clear what the other wrote.
+    pub(crate) schema: Mutex<()>,
+    /// The life of each table built since the store was opened, by name: shared with its
+    /// handles, and ended when the table is dropped or recreated.
+    lives: Mutex<HashMap<String, Arc<TableLife>>>,
     /// Held (and so locked) for as long as the store is open.
     _lock: std::fs::File,
+}
+
+/// Whether a table's handles may still be used: shared by every handle of one table, and
+/// ended when the table is dropped or recreated, so that a handle of a dropped table never
+/// reads or writes a table of the same name built later.
+#[derive(Debug, Default)]
+pub(crate) struct TableLife {
+    dropped: AtomicBool,
+}
+
+impl TableLife {
+    /// [`StorageError::TableDropped`] once the table was dropped (one relaxed load: a drop is
+    /// seen by operations that start after `drop_table` returned).
+    #[inline]
+    pub(crate) fn check(&self, table: &str) -> Result<()> {
+        if self.dropped.load(Ordering::Relaxed) {
+            return Err(StorageError::TableDropped { table: table.to_owned() });
+        }
+        Ok(())
+    }
 }
 
 impl Drop for StorageInner {
@@ -82,6 +108,8 @@ impl Storage {
             catalog,
             aligned_copies: Mutex::new(HashMap::new()),
             compactions: AtomicU64::new(0),
+            schema: Mutex::new(()),
+            lives: Mutex::new(HashMap::new()),
             _lock: lock,
         };
         Ok(Self { inner: Arc::new(inner) })
@@ -134,8 +162,10 @@ impl Storage {
 
     /// Deletes table `name` with its contents and stamp; `false` if there was no such table.
     ///
-    /// Tables already built keep working on an empty table of that name until they are
-    /// dropped; building the name again starts afresh.
+    /// Every handle of the table built before (typed [`Table`](crate::Table)s, their
+    /// snapshots, batches and streams, [`UntypedTable`](crate::untyped::UntypedTable)s) is
+    /// dead from then on: its operations return [`StorageError::TableDropped`], even once a
+    /// table of that name is built again. Building the name again starts afresh.
     pub fn drop_table(&self, name: &str) -> Result<bool> {
         if name.starts_with(RESERVED_PREFIX) {
             return Err(StorageError::InvalidTableName {
@@ -143,6 +173,8 @@ impl Storage {
                 reason: "names starting with `__typed_kv` are reserved",
             });
         }
+        let _schema = self.inner.schema.lock();
+        self.end_life(name);
         let stamped = self.table_stamp(name)?.is_some();
         // The data first: a crash in between leaves a stamp without data, which a rebuild
         // simply reuses, never data without a stamp.
@@ -179,6 +211,18 @@ impl Storage {
     /// bytes to a format that needs alignment (rkyv), since the storage was opened.
     pub fn aligned_copies(&self) -> u64 {
         self.inner.aligned_copies.lock().values().map(|n| n.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The life of table `name`, shared by its handles (made when its first handle is).
+    pub(crate) fn table_life(&self, name: &str) -> Arc<TableLife> {
+        Arc::clone(self.inner.lives.lock().entry(name.to_owned()).or_default())
+    }
+
+    /// Ends the life of table `name`: its handles so far are dead, later ones get a new life.
+    pub(crate) fn end_life(&self, name: &str) {
+        if let Some(life) = self.inner.lives.lock().remove(name) {
+            life.dropped.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The counter of aligned copies of table `name`, shared by every typed table of that name.

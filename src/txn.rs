@@ -2,11 +2,12 @@
 //! an atomic commit.
 
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 use crate::backends::{EngineSnapshot, RawBatch};
 use crate::error::{Result, StorageError};
 use crate::formats::{KeyFormat, OrderPreserving, ValueFormat};
-use crate::storage::Storage;
+use crate::storage::{Storage, TableLife};
 use crate::table::{Entries, Guard, Table, TableInner};
 
 /// A consistent read view across every table of a storage, made by [`Storage::read`].
@@ -42,11 +43,10 @@ where
     KF: KeyFormat<K>,
     VF: ValueFormat<V>,
 {
-    if storage.same_as(table.storage()) {
-        Ok(())
-    } else {
-        Err(StorageError::ForeignTable { table: table.name().to_owned() })
+    if !storage.same_as(table.storage()) {
+        return Err(StorageError::ForeignTable { table: table.name().to_owned() });
     }
+    table.inner().check_live()
 }
 
 impl<'s> ReadTxn<'s> {
@@ -128,6 +128,7 @@ impl<'s> ReadTxn<'s> {
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
     ) -> Result<Entries<'t, K, V, KF, VF>> {
+        table.check_live()?;
         let raw = self.snapshot.entries(&table.handle, lower, upper)?;
         Ok(Entries::new(raw, table))
     }
@@ -140,11 +141,14 @@ impl<'s> ReadTxn<'s> {
 pub struct WriteBatch<'s> {
     storage: &'s Storage,
     raw: RawBatch,
+    /// The lives of the tables written, checked again at commit: a table dropped since a
+    /// write was added fails the commit.
+    lives: Vec<(Arc<TableLife>, String)>,
 }
 
 impl<'s> WriteBatch<'s> {
     pub(crate) fn new(storage: &'s Storage) -> Self {
-        Self { storage, raw: RawBatch::default() }
+        Self { storage, raw: RawBatch::default(), lives: Vec::new() }
     }
 
     /// Adds a write of `value` under `key` in `table`.
@@ -155,6 +159,7 @@ impl<'s> WriteBatch<'s> {
     {
         check_storage(self.storage, table)?;
         table.inner().encode_write(&mut self.raw, key, Some(value))?;
+        self.note_life(table.inner());
         Ok(self)
     }
 
@@ -166,6 +171,7 @@ impl<'s> WriteBatch<'s> {
     {
         check_storage(self.storage, table)?;
         table.inner().encode_write::<K, V>(&mut self.raw, key, None)?;
+        self.note_life(table.inner());
         Ok(self)
     }
 
@@ -180,7 +186,18 @@ impl<'s> WriteBatch<'s> {
     }
 
     /// Applies every write atomically, in the order added (a later write to a key wins).
+    /// Fails with [`StorageError::TableDropped`] if a table written was dropped since.
     pub fn commit(self) -> Result<()> {
+        for (life, table) in &self.lives {
+            life.check(table)?;
+        }
         self.storage.inner.engine.write(&self.raw)
+    }
+
+    /// Remembers the life of `table`, once per table.
+    fn note_life<KF, VF>(&mut self, table: &TableInner<KF, VF>) {
+        if !self.lives.iter().any(|(life, _)| Arc::ptr_eq(life, &table.life)) {
+            self.lives.push((Arc::clone(&table.life), table.name.clone()));
+        }
     }
 }

@@ -61,6 +61,11 @@ fn variant(e: &StorageError) -> &'static str {
         StorageError::CopyRefused { .. } => "CopyRefused",
         StorageError::StoreNotFound { .. } => "StoreNotFound",
         StorageError::Ingest { .. } => "Ingest",
+        StorageError::EngineCorrupt { .. } => "EngineCorrupt",
+        StorageError::MissingEngineFile { .. } => "MissingEngineFile",
+        StorageError::ReadOnlyFileSystem { .. } => "ReadOnlyFileSystem",
+        StorageError::UnstampedTable { .. } => "UnstampedTable",
+        StorageError::TableDropped { .. } => "TableDropped",
         _ => "(a variant added later)",
     }
 }
@@ -754,11 +759,17 @@ fn read_only_directory(backend: DatabaseBackend) {
         &format!("store in a read-only directory ({how})"),
         backend,
         open_with(backend, &view, Recreate::IfMissing, 0),
-        "Io",
+        // A read-only file system is named as such; permissions are a plain I/O error.
+        if mounted.is_some() { "ReadOnlyFileSystem" } else { "Io" },
         &[&path_str(&view)],
     );
     let source = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
     assert!(source.contains("Read-only file system") || source.contains("Permission denied"), "{e}");
+    if mounted.is_some() {
+        assert!(e.to_string().contains("opening it needs write access"), "{e}");
+        // The lock is taken on a descriptor opened for reading: what fails is a write after it.
+        assert!(!source.contains("typed-kv.lock"), "the lock file opens read-only: {source}");
+    }
     if mounted.is_none() {
         set_read_only(&view, false);
     }

@@ -327,6 +327,9 @@ pub enum CompactionReport {
 #[derive(Debug, Clone)]
 pub(crate) struct EngineOptions {
     pub(crate) durability: Durability,
+    /// The engine's files were created before (the store's marker says so): a missing one
+    /// is [`StorageError::MissingEngineFile`], never created anew.
+    pub(crate) must_exist: bool,
     /// The native engine's own options (its `sync` follows `durability`).
     #[cfg(feature = "native")]
     pub(crate) native: crate::engine::Options,

@@ -4,19 +4,22 @@
 //! of range reads are shared with its index: reads copy nothing. Tables whose value format
 //! needs alignment are written with 16-byte-aligned values, so rkyv guards never copy.
 //!
-//! A handle caches its table's id. The id of a dropped table is never reused, so a handle
-//! whose table was dropped (and maybe created again) notices and looks the name up again,
-//! as the other backends do by name.
+//! A handle holds its table's id. The id of a dropped table is never reused, so a handle
+//! whose table was dropped is dead: reads and writes through it are
+//! [`StorageError::TableDropped`], even once a table of that name exists again (the typed
+//! layer says so first, for every backend; the id makes it hold here at the engine too). A
+//! snapshot that does not hold the id (made before the table, or after its drop) holds no
+//! entries of it.
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::{
     missing_slot, CompactionReport, Engine, EngineFigures, EngineOptions, EngineSnapshot, RawBatch, RawBytes,
     RawIter, RawRange, TableFigures, TableHandle,
 };
+use crate::catalog::NATIVE_TABLES_FILE;
 use crate::config::{DatabaseBackend, Durability};
 use crate::engine::{self, Db, Op, SyncMode, ValueAlign};
 use crate::error::{Result, StorageError};
@@ -28,14 +31,14 @@ const BACKEND: DatabaseBackend = DatabaseBackend::Native;
 #[derive(Debug)]
 pub(crate) struct NativeTable {
     name: Arc<str>,
-    /// The table's engine id when last looked up.
-    id: AtomicU32,
+    /// The table's engine id.
+    id: u32,
     align: ValueAlign,
 }
 
 impl NativeTable {
     fn cached(&self) -> engine::Table {
-        engine::Table::from_parts(self.id.load(Ordering::Relaxed), Arc::clone(&self.name))
+        engine::Table::from_parts(self.id, Arc::clone(&self.name))
     }
 }
 
@@ -45,6 +48,11 @@ fn handle(table: &TableHandle) -> Result<&NativeTable> {
         TableHandle::Native(t) => Ok(t),
         _ => Err(TableHandle::foreign(BACKEND)),
     }
+}
+
+/// The error for a handle whose table was dropped.
+fn dropped(t: &NativeTable) -> StorageError {
+    StorageError::TableDropped { table: t.name.to_string() }
 }
 
 /// The typed-kv error for an engine error, while doing `action`.
@@ -71,6 +79,12 @@ pub(crate) struct NativeEngine {
 
 impl NativeEngine {
     pub(crate) fn open(dir: &Path, options: &EngineOptions) -> Result<Self> {
+        // The engine writes its table directory as soon as a table exists, and a storage
+        // always has its catalog table: once the engine was created, the file is there.
+        let tables = dir.join(NATIVE_TABLES_FILE);
+        if options.must_exist && !tables.exists() {
+            return Err(StorageError::MissingEngineFile { path: tables, backend: BACKEND });
+        }
         let sync = match options.durability {
             Durability::Immediate => SyncMode::Always,
             Durability::None => SyncMode::Never,
@@ -80,27 +94,12 @@ impl NativeEngine {
         Ok(NativeEngine { db })
     }
 
-    /// The table of `handle` as it exists now, looked up again if it was dropped; `None` if
-    /// there is no table of that name.
-    fn current(&self, t: &NativeTable) -> Option<engine::Table> {
-        let cached = t.cached();
-        if self.db.has_table_id(cached.id()) {
-            return Some(cached);
+    /// The table of `handle`, or [`StorageError::TableDropped`] if it was dropped.
+    fn current(&self, t: &NativeTable) -> Result<engine::Table> {
+        if self.db.has_table_id(t.id) {
+            return Ok(t.cached());
         }
-        let found = self.db.find_table(&t.name)?;
-        t.id.store(found.id(), Ordering::Relaxed);
-        Some(found)
-    }
-
-    /// Like [`current`](Self::current), but creates the table if it is missing (a write
-    /// through the handle of a dropped table brings it back, as on the other backends).
-    fn for_write(&self, t: &NativeTable) -> Result<engine::Table> {
-        if let Some(table) = self.current(t) {
-            return Ok(table);
-        }
-        let table = self.db.table(&t.name).map_err(|e| err(format!("creating table `{}`", t.name), e))?;
-        t.id.store(table.id(), Ordering::Relaxed);
-        Ok(table)
+        Err(dropped(t))
     }
 }
 
@@ -112,18 +111,14 @@ impl Engine for NativeEngine {
     fn open_table(&self, name: &str, value_align: usize) -> Result<TableHandle> {
         let table = self.db.table(name).map_err(|e| err(format!("opening table `{name}`"), e))?;
         let align = if value_align > 1 { ValueAlign::Sixteen } else { ValueAlign::Packed };
-        Ok(TableHandle::Native(Arc::new(NativeTable {
-            name: Arc::from(name),
-            id: AtomicU32::new(table.id()),
-            align,
-        })))
+        Ok(TableHandle::Native(Arc::new(NativeTable { name: Arc::from(name), id: table.id(), align })))
     }
 
     fn table_for_reading(&self, name: &str) -> Result<Option<TableHandle>> {
         Ok(self.db.find_table(name).map(|table| {
             TableHandle::Native(Arc::new(NativeTable {
                 name: Arc::from(name),
-                id: AtomicU32::new(table.id()),
+                id: table.id(),
                 align: ValueAlign::Packed,
             }))
         }))
@@ -137,16 +132,13 @@ impl Engine for NativeEngine {
     #[inline]
     fn get<'a>(&'a self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'a>>> {
         let t = handle(table)?;
-        let id = t.id.load(Ordering::Relaxed);
-        if let Some(value) = self.db.get_by_id(id, key).map_err(|e| read_err(&t.name, e))? {
+        if let Some(value) = self.db.get_by_id(t.id, key).map_err(|e| read_err(&t.name, e))? {
             return Ok(Some(RawBytes::Native(value)));
         }
-        if self.db.has_table_id(id) {
+        if self.db.has_table_id(t.id) {
             return Ok(None); // a plain miss
         }
-        // The cached table was dropped: look its name up again (it may exist anew).
-        let Some(table) = self.current(t) else { return Ok(None) };
-        Ok(self.db.get(&table, key).map_err(|e| read_err(&t.name, e))?.map(RawBytes::Native))
+        Err(dropped(t))
     }
 
     fn range<'a>(
@@ -156,7 +148,7 @@ impl Engine for NativeEngine {
         upper: Bound<&[u8]>,
     ) -> Result<RawIter<'a>> {
         let t = handle(table)?;
-        let Some(table) = self.current(t) else { return Ok(Box::new(std::iter::empty())) };
+        let table = self.current(t)?;
         let entries = self.db.snapshot().into_range(&table, (lower, upper));
         let name = Arc::clone(&t.name);
         Ok(Box::new(entries.map(move |entry| {
@@ -172,14 +164,13 @@ impl Engine for NativeEngine {
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
     ) -> Result<RawRange<'a>> {
-        let t = handle(table)?;
-        let Some(table) = self.current(t) else { return Ok(RawRange::Boxed(Box::new(std::iter::empty()))) };
+        let table = self.current(handle(table)?)?;
         Ok(RawRange::Native(Box::new(self.db.snapshot().into_range(&table, (lower, upper)))))
     }
 
     fn len(&self, table: &TableHandle) -> Result<u64> {
-        let t = handle(table)?;
-        Ok(self.current(t).map_or(0, |table| self.db.snapshot().len(&table) as u64))
+        let table = self.current(handle(table)?)?;
+        Ok(self.db.snapshot().len(&table) as u64)
     }
 
     fn snapshot<'a>(&'a self) -> Result<Box<dyn EngineSnapshot + 'a>> {
@@ -194,7 +185,7 @@ impl Engine for NativeEngine {
             .tables()
             .map(|t| {
                 let t = handle(t)?;
-                Ok((self.for_write(t)?, t.align))
+                Ok((self.current(t)?, t.align))
             })
             .collect::<Result<Vec<_>>>()?;
         let mut ops = Vec::with_capacity(batch.len());
@@ -217,7 +208,7 @@ impl Engine for NativeEngine {
     /// One op, without the batch's buffers and table list.
     fn put(&self, table: &TableHandle, _name: &str, key: &[u8], value: &[u8]) -> Result<()> {
         let t = handle(table)?;
-        let table = self.for_write(t)?;
+        let table = self.current(t)?;
         self.db
             .write(&[Op::Put { table: &table, key, value, align: t.align }])
             .map_err(|e| err(format!("writing a batch to table `{}`", t.name), e))
@@ -225,13 +216,13 @@ impl Engine for NativeEngine {
 
     fn remove(&self, table: &TableHandle, key: &[u8]) -> Result<bool> {
         let t = handle(table)?;
-        let Some(table) = self.current(t) else { return Ok(false) };
+        let table = self.current(t)?;
         self.db.delete(&table, key).map_err(|e| err(format!("removing from table `{}`", t.name), e))
     }
 
     fn clear(&self, table: &TableHandle) -> Result<()> {
         let t = handle(table)?;
-        let table = self.for_write(t)?;
+        let table = self.current(t)?;
         self.db
             .write(&[Op::Clear { table: &table }])
             .map_err(|e| err(format!("clearing table `{}`", t.name), e))
@@ -302,25 +293,17 @@ struct NativeSnapshot {
 }
 
 impl NativeSnapshot {
-    /// The table of `handle` in this snapshot, by cached id or else by name.
+    /// The table of `handle` in this snapshot; `None` if the snapshot does not hold it.
     fn table(&self, table: &TableHandle) -> Result<Option<engine::Table>> {
         let t = handle(table)?;
-        let cached = t.cached();
-        if self.snapshot.has_table_id(cached.id()) {
-            return Ok(Some(cached));
-        }
-        Ok(self.snapshot.find_table(&t.name))
+        Ok(self.snapshot.has_table_id(t.id).then(|| t.cached()))
     }
 
-    /// The id of the table of `handle` in this snapshot, by cached id or else by name.
+    /// The id of the table of `handle`, if this snapshot holds it.
     #[inline]
     fn table_id(&self, table: &TableHandle) -> Result<Option<u32>> {
         let t = handle(table)?;
-        let id = t.id.load(Ordering::Relaxed);
-        if self.snapshot.has_table_id(id) {
-            return Ok(Some(id));
-        }
-        Ok(self.snapshot.find_table(&t.name).map(|t| t.id()))
+        Ok(self.snapshot.has_table_id(t.id).then_some(t.id))
     }
 }
 
@@ -329,15 +312,8 @@ impl EngineSnapshot for NativeSnapshot {
     #[inline]
     fn get<'s>(&'s self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'s>>> {
         let t = handle(table)?;
-        let id = t.id.load(Ordering::Relaxed);
-        if let Some(value) = self.snapshot.get_by_id(id, key).map_err(|e| read_err(&t.name, e))? {
-            return Ok(Some(RawBytes::Borrowed(value)));
-        }
-        if self.snapshot.has_table_id(id) {
-            return Ok(None); // a plain miss
-        }
-        let Some(found) = self.table(table)? else { return Ok(None) };
-        Ok(self.snapshot.get(&found, key).map_err(|e| read_err(&t.name, e))?.map(RawBytes::Borrowed))
+        // A miss, or a table this snapshot does not hold: nothing either way.
+        Ok(self.snapshot.get_by_id(t.id, key).map_err(|e| read_err(&t.name, e))?.map(RawBytes::Borrowed))
     }
 
     fn range<'s>(

@@ -40,7 +40,22 @@ fn definition(name: &str) -> TableDefinition<'_, Bytes, Bytes> {
 }
 
 fn err(action: impl Into<String>, e: impl Into<redb::Error>) -> StorageError {
-    StorageError::engine(BACKEND, action, Box::new(e.into()))
+    let e = e.into();
+    if proves_damage(&e) {
+        return StorageError::EngineCorrupt { backend: BACKEND, action: action.into(), source: Box::new(e) };
+    }
+    StorageError::engine(BACKEND, action, Box::new(e))
+}
+
+/// Whether redb checked its bytes and found them damaged, or in a format this redb cannot
+/// read. Its header checks report `InvalidData` ("Not a redb database: magic number
+/// mismatch"), which the OS never does.
+fn proves_damage(e: &redb::Error) -> bool {
+    match e {
+        redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_) => true,
+        redb::Error::Io(io) => io.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
+    }
 }
 
 fn handle_name(table: &TableHandle) -> Result<&str> {
@@ -82,10 +97,15 @@ fn create_whole(dir: &Path, file: &Path) -> Result<()> {
 impl RedbEngine {
     pub(crate) fn open(dir: &Path, options: &EngineOptions) -> Result<Self> {
         let file = dir.join(FILE_NAME);
+        if options.must_exist && !file.exists() {
+            return Err(StorageError::MissingEngineFile { path: file, backend: BACKEND });
+        }
         if !file.exists() {
             create_whole(dir, &file)?;
         }
-        let db = Database::builder().create(&file).map_err(|e| match e {
+        // A database that exists is opened, never created: `create` would make a missing
+        // file anew.
+        let db = Database::builder().open(&file).map_err(|e| match e {
             DatabaseError::DatabaseAlreadyOpen => {
                 StorageError::Locked { path: dir.to_owned(), backend: BACKEND }
             }

@@ -42,7 +42,13 @@ type Db = DBWithThreadMode<MultiThreaded>;
 type Cf<'a> = Arc<BoundColumnFamily<'a>>;
 
 fn err(action: impl Into<String>, e: rocksdb::Error) -> StorageError {
-    StorageError::engine(BACKEND, action, e)
+    match e.kind() {
+        // RocksDB checked a checksum or a file's contents and found them damaged.
+        rocksdb::ErrorKind::Corruption => {
+            StorageError::EngineCorrupt { backend: BACKEND, action: action.into(), source: Box::new(e) }
+        }
+        _ => StorageError::engine(BACKEND, action, e),
+    }
 }
 
 /// The column family name a handle carries.
@@ -160,8 +166,12 @@ impl RocksEngine {
                 err(format!("opening {}", dir.display()), e)
             }
         };
+        if options.must_exist && !dir.join("CURRENT").exists() {
+            return Err(StorageError::MissingEngineFile { path: dir.join("CURRENT"), backend: BACKEND });
+        }
         let mut db_options = cf_options();
-        db_options.create_if_missing(true);
+        // A store whose engine was created is never made anew in place of missing files.
+        db_options.create_if_missing(!options.must_exist);
         db_options.create_missing_column_families(true);
         // RocksDB must be told every column family to open; listing fails on a directory
         // without a database yet (no `CURRENT` file), which has only `default`.

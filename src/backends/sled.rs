@@ -52,7 +52,13 @@ thread_local! {
 }
 
 fn err(action: impl Into<String>, e: sled::Error) -> StorageError {
-    StorageError::engine(BACKEND, action, e)
+    match e {
+        // sled checked a CRC and found its bytes damaged.
+        e @ sled::Error::Corruption { .. } => {
+            StorageError::EngineCorrupt { backend: BACKEND, action: action.into(), source: Box::new(e) }
+        }
+        e => StorageError::engine(BACKEND, action, e),
+    }
 }
 
 /// The tree of a handle: sled handles carry the tree itself.
@@ -126,6 +132,11 @@ fn open_db(dir: &Path) -> Result<sled::Db> {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
+            // At open, `Unsupported` is sled finding files of a format it cannot read.
+            Err(e @ sled::Error::Unsupported(_)) => {
+                let action = format!("opening {}", dir.display());
+                return Err(StorageError::EngineCorrupt { backend: BACKEND, action, source: Box::new(e) });
+            }
             Err(other) => return Err(err(format!("opening {}", dir.display()), other)),
         }
     }
@@ -171,6 +182,15 @@ fn remove_interrupted_writes(dir: &Path) -> Result<()> {
 impl SledEngine {
     /// Opens (or creates) the database in `dir`.
     pub(crate) fn open(dir: &Path, options: &EngineOptions) -> Result<Self> {
+        if options.must_exist {
+            // sled creates whatever of these is missing: an empty store in place of the data.
+            for name in ["conf", "db"] {
+                let path = dir.join(name);
+                if !path.exists() {
+                    return Err(StorageError::MissingEngineFile { path, backend: BACKEND });
+                }
+            }
+        }
         remove_interrupted_writes(dir)?;
         let db = open_db(dir)?;
         let data_path = dir.join("db");

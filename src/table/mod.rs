@@ -11,7 +11,7 @@ use crate::catalog::{validate_table_name, TableStamp};
 use crate::config::Recreate;
 use crate::error::{key_hex, Result, StorageError};
 use crate::formats::{FormatError, KeyFormat, OrderPreserving, ValueFormat};
-use crate::storage::Storage;
+use crate::storage::{Storage, TableLife};
 
 mod guard;
 mod iter;
@@ -106,60 +106,77 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> TableBuilder<K, V, KF, VF> {
     }
 
     /// Opens the table, creating and stamping it if new.
+    ///
+    /// Builders of one storage run one at a time (with [`Storage::drop_table`]): two threads
+    /// building a new table both get it, and neither clears what the other wrote. A table
+    /// that holds entries but has no stamp is [`StorageError::UnstampedTable`], whatever the
+    /// [`Recreate`] policy: its layout is unknown, so it is neither used nor cleared.
     pub fn build(self) -> Result<Table<K, V, KF, VF>> {
         validate_table_name(&self.name)?;
         let requested = self.requested_stamp();
-        let engine = &self.storage.inner.engine;
-        let stored = match self.storage.table_stamp(&self.name) {
-            Ok(stamp) => stamp,
-            Err(StorageError::CorruptCatalog { .. })
-                if self.storage.inner.recreate == Recreate::OnValidationFail =>
-            {
-                None
+        let storage = &self.storage;
+        let engine = &storage.inner.engine;
+        let schema = storage.inner.schema.lock();
+        let stored = match storage.table_stamp(&self.name) {
+            Ok(stamp) => stamp.map(Ok),
+            // An undecodable stamp proves damage: the one catalog error `OnValidationFail`
+            // answers by recreating the table.
+            Err(e) if storage.inner.recreate == Recreate::OnValidationFail && e.proves_damage() => {
+                Some(Err(e))
             }
             Err(e) => return Err(e),
         };
         let handle = engine.open_table(&self.name, VF::ALIGN)?;
-        let restamp = match &stored {
+        let recreate = match &stored {
             None => {
-                // A table without stamp may hold data of unknown layout (a crash between
-                // creating and stamping leaves it empty): clear it to be sure it matches.
-                engine.clear(&handle)?;
-                true
-            }
-            Some(stored) => {
-                let mismatch = || StorageError::TableTypeMismatch {
-                    table: self.name.clone(),
-                    stored: Box::new(stored.clone()),
-                    requested: Box::new(requested.clone()),
-                };
-                match self.storage.inner.recreate {
-                    _ if *stored == requested => false,
-                    Recreate::OnVersionBump if stored.schema_version < requested.schema_version => true,
-                    Recreate::OnVersionBump if stored.schema_version > requested.schema_version => {
-                        return Err(StorageError::VersionDowngrade {
-                            table: self.name.clone(),
-                            stored: stored.schema_version,
-                            requested: requested.schema_version,
-                        })
-                    }
-                    Recreate::OnValidationFail => true,
-                    _ => return Err(mismatch()),
+                // Without a stamp the table is new and empty (a crash between creating and
+                // stamping leaves it so); entries without a stamp are damage, never cleared.
+                let all = Bound::Unbounded;
+                if engine.range(&handle, all, all)?.next().is_some() {
+                    let entries = engine.len(&handle)?;
+                    return Err(StorageError::UnstampedTable { table: self.name.clone(), entries });
                 }
+                storage.write_stamp(&self.name, &requested)?;
+                false
             }
+            Some(Err(_)) => true,
+            Some(Ok(stored)) => match storage.inner.recreate {
+                _ if *stored == requested => false,
+                Recreate::OnVersionBump if stored.schema_version < requested.schema_version => true,
+                Recreate::OnVersionBump if stored.schema_version > requested.schema_version => {
+                    return Err(StorageError::VersionDowngrade {
+                        table: self.name.clone(),
+                        stored: stored.schema_version,
+                        requested: requested.schema_version,
+                    })
+                }
+                Recreate::OnValidationFail => true,
+                _ => {
+                    return Err(StorageError::TableTypeMismatch {
+                        table: self.name.clone(),
+                        stored: Box::new(stored.clone()),
+                        requested: Box::new(requested.clone()),
+                    })
+                }
+            },
         };
-        if restamp {
-            if stored.is_some() {
-                engine.clear(&handle)?;
-            }
-            self.storage.write_stamp(&self.name, &requested)?;
+        if recreate {
+            // Handles of the old table die first, so none writes the old layout in between;
+            // then the data goes before the stamp changes: a crash in between leaves an empty
+            // table under its old stamp, which the next build recreates again.
+            storage.end_life(&self.name);
+            engine.clear(&handle)?;
+            storage.write_stamp(&self.name, &requested)?;
         }
+        let life = storage.table_life(&self.name);
+        drop(schema);
         let aligned_copies = self.storage.aligned_copy_counter(&self.name);
         Ok(Table {
             inner: Arc::new(TableInner {
                 storage: self.storage,
                 name: self.name,
                 handle,
+                life,
                 key_format: self.key_format,
                 value_format: self.value_format,
                 aligned_copies,
@@ -201,6 +218,8 @@ pub(crate) struct TableInner<KF, VF> {
     pub(crate) storage: Storage,
     pub(crate) name: String,
     pub(crate) handle: TableHandle,
+    /// Whether the table was dropped since this handle was built.
+    pub(crate) life: Arc<TableLife>,
     pub(crate) key_format: KF,
     pub(crate) value_format: VF,
     /// Values of this table copied into an aligned buffer (shared with the storage's stats).
@@ -261,6 +280,7 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
 
     /// The value under `key`, read in place.
     pub fn get(&self, key: &K) -> Result<Option<Guard<'_, V, VF>>> {
+        self.inner.check_live()?;
         let engine = &self.inner.storage.inner.engine;
         self.with_key(key, |k| match engine.get(&self.inner.handle, k)? {
             Some(bytes) => self.inner.guard(bytes.into(), k).map(Some),
@@ -270,6 +290,7 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
 
     /// Whether `key` has a value.
     pub fn contains_key(&self, key: &K) -> Result<bool> {
+        self.inner.check_live()?;
         let engine = &self.inner.storage.inner.engine;
         self.with_key(key, |k| Ok(engine.get(&self.inner.handle, k)?.is_some()))
     }
@@ -278,6 +299,7 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
     /// [`Durability::Immediate`](crate::Durability::Immediate).
     pub fn put(&self, key: &K, value: &V) -> Result<()> {
         let inner = &self.inner;
+        inner.check_live()?;
         inner.with_pair(key, value, |key, value| {
             inner.storage.inner.engine.put(&inner.handle, &inner.name, key, value)
         })
@@ -299,17 +321,21 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
 
     /// Removes `key`; whether it had a value.
     pub fn delete(&self, key: &K) -> Result<bool> {
+        self.inner.check_live()?;
         let engine = &self.inner.storage.inner.engine;
         self.with_key(key, |k| engine.remove(&self.inner.handle, k))
     }
 
-    /// Removes every entry, atomically.
+    /// Removes every entry, atomically. The table's handles stay valid (unlike
+    /// [`Storage::drop_table`]).
     pub fn clear(&self) -> Result<()> {
+        self.inner.check_live()?;
         self.inner.storage.inner.engine.clear(&self.inner.handle)
     }
 
     /// Number of entries (O(n) on sled and RocksDB, which keep no count).
     pub fn len(&self) -> Result<u64> {
+        self.inner.check_live()?;
         self.inner.storage.inner.engine.len(&self.inner.handle)
     }
 
@@ -322,6 +348,7 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
     /// key formats). The iterator sees one consistent state on redb and RocksDB; on sled it
     /// may see writes made while it runs.
     pub fn iter(&self) -> Result<Entries<'_, K, V, KF, VF>> {
+        self.inner.check_live()?;
         let raw = self.inner.storage.inner.engine.entries(
             &self.inner.handle,
             Bound::Unbounded,
@@ -336,6 +363,7 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
     where
         KF: OrderPreserving<K>,
     {
+        self.inner.check_live()?;
         let engine = &self.inner.storage.inner.engine;
         let raw = self
             .inner
@@ -379,6 +407,7 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
 
     /// A consistent view of this table for many reads, without a transaction per read.
     pub fn snapshot(&self) -> Result<TableSnapshot<'_, K, V, KF, VF>> {
+        self.inner.check_live()?;
         Ok(TableSnapshot { txn: self.inner.storage.read()?, table: self })
     }
 }
@@ -425,6 +454,12 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> TableSnapshot<'_, K, V, KF, VF>
 }
 
 impl<KF, VF> TableInner<KF, VF> {
+    /// [`StorageError::TableDropped`] once the table was dropped or recreated.
+    #[inline]
+    pub(crate) fn check_live(&self) -> Result<()> {
+        self.life.check(&self.name)
+    }
+
     /// Runs `f` on the encoding of `key` in this thread's reused key buffer, so point reads
     /// allocate nothing. (A nested call, from inside `f`, gets a fresh buffer.)
     pub(crate) fn with_key<K, R>(&self, key: &K, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R>
@@ -531,6 +566,7 @@ impl<KF, VF> TableInner<KF, VF> {
         KF: KeyFormat<K>,
         VF: ValueFormat<V>,
     {
+        self.check_live()?;
         let slot = batch.table_slot(&self.name, &self.handle);
         batch.align_buffer();
         let key_start = batch.buffer().len();

@@ -20,6 +20,7 @@ mod ordered_key;
 
 use std::fmt;
 use std::ops::Bound;
+use std::sync::Arc;
 
 pub(crate) use checks::{value_alignment, KeyCheck, ValueCheck};
 pub(crate) use decoded::hex;
@@ -29,7 +30,7 @@ use crate::backends::{RawBytes, RawIter, TableHandle};
 use crate::catalog::TableStamp;
 use crate::error::{Result, StorageError};
 use crate::formats::FormatError;
-use crate::storage::Storage;
+use crate::storage::{Storage, TableLife};
 
 /// A table of a storage, read without its Rust types; made by [`Storage::untyped_table`].
 ///
@@ -64,6 +65,8 @@ pub struct UntypedTable {
     stamp: TableStamp,
     /// `None` when the engine has no table of that name (a stamped table never written).
     handle: Option<TableHandle>,
+    /// Whether the table was dropped since this handle was made.
+    life: Arc<TableLife>,
     keys: KeyCheck,
     values: ValueCheck,
 }
@@ -80,10 +83,12 @@ impl Storage {
     /// Errors: [`StorageError::TableNotFound`] if no table of that name was built in this
     /// store, [`StorageError::CorruptCatalog`] if its stamp is damaged.
     pub fn untyped_table(&self, name: &str) -> Result<UntypedTable> {
+        let _schema = self.inner.schema.lock();
         let stamp =
             self.table_stamp(name)?.ok_or_else(|| StorageError::TableNotFound { table: name.to_owned() })?;
         let handle = self.inner.engine.table_for_reading(name)?;
         Ok(UntypedTable {
+            life: self.table_life(name),
             storage: self.clone(),
             name: name.to_owned(),
             keys: KeyCheck::for_stamp(&stamp),
@@ -107,6 +112,7 @@ impl UntypedTable {
 
     /// Number of entries (O(n) on sled and RocksDB, as [`Table::len`](crate::Table::len)).
     pub fn len(&self) -> Result<u64> {
+        self.life.check(&self.name)?;
         match &self.handle {
             Some(handle) => self.storage.inner.engine.len(handle),
             None => Ok(0),
@@ -121,6 +127,7 @@ impl UntypedTable {
     /// Every entry in key order, as stored. On redb and the native engine the iterator reads
     /// one consistent view; on sled, writes made meanwhile may or may not be seen.
     pub fn iter(&self) -> Result<UntypedEntries<'_>> {
+        self.life.check(&self.name)?;
         let inner: RawIter<'_> = match &self.handle {
             Some(handle) => self.storage.inner.engine.range(handle, Bound::Unbounded, Bound::Unbounded)?,
             None => Box::new(std::iter::empty()),
