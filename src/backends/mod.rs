@@ -474,12 +474,14 @@ pub(crate) struct EngineFigures {
 fn no_checksum_check(backend: DatabaseBackend) -> &'static str {
     match backend {
         DatabaseBackend::Sled => {
-            "sled checks the CRCs of its log when it opens the store (a damaged log does not open) \
-             but offers no check of a store that is open"
+            "sled checks the CRC32 of each log message when it opens the store and when it reads a \
+             page from the file, but offers no check of a store that is open (and its recovery takes \
+             a message that fails its CRC for the end of the log)"
         }
         DatabaseBackend::RocksDb => {
-            "RocksDB checks each block's checksum as the block is read, which reading every record \
-             does; typed-kv does not run RocksDB's whole-file check"
+            "RocksDB checks each SST block's checksum (XXH3) whenever it reads the block from the file, \
+             and each WAL record's CRC32C when it replays the WAL on open; typed-kv does not run \
+             RocksDB's whole-store check (`VerifyChecksum`)"
         }
         _ => "this engine offers no checksum check",
     }
