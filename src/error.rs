@@ -269,6 +269,33 @@ pub enum StorageError {
         reason: &'static str,
     },
 
+    /// A third-party engine (redb, sled, RocksDB) panicked, typically on a damaged file. The
+    /// panic was contained, but it may have left the engine's memory inconsistent, so the
+    /// store refuses every later call ([`Poisoned`](Self::Poisoned)): reopen it.
+    #[error(
+        "{backend} panicked while {action}: {message}; the store refuses further use until it is reopened"
+    )]
+    EnginePanicked {
+        /// Which engine.
+        backend: DatabaseBackend,
+        /// What typed-kv was doing, naming the table where there is one.
+        action: String,
+        /// The panic's message.
+        message: String,
+    },
+
+    /// The engine panicked earlier ([`EnginePanicked`](Self::EnginePanicked)), and the store
+    /// refuses further use until it is reopened.
+    #[error("{backend} store refuses {action}: its engine panicked earlier ({panic}); reopen the store")]
+    Poisoned {
+        /// Which engine.
+        backend: DatabaseBackend,
+        /// What was asked, naming the table where there is one.
+        action: String,
+        /// The earlier panic: what was being done, and its message.
+        panic: String,
+    },
+
     /// An ingest worker stopped unexpectedly.
     #[error("ingest into table `{table}` stopped: {reason}")]
     Ingest {

@@ -7,8 +7,12 @@
 //! Reads return an enum of the engines' byte holders rather than a boxed trait object, so a
 //! `get` costs no allocation of ours.
 
+use std::any::Any;
+use std::mem::ManuallyDrop;
 use std::ops::{Bound, Deref};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::OnceLock;
 
 use crate::config::{DatabaseBackend, Durability};
 use crate::error::{Result, StorageError};
@@ -93,6 +97,20 @@ pub(crate) enum TableHandle {
 }
 
 impl TableHandle {
+    /// The table's name, for messages.
+    pub(crate) fn label(&self) -> String {
+        match self {
+            #[cfg(feature = "native")]
+            TableHandle::Native(table) => table.name().to_owned(),
+            #[cfg(feature = "redb")]
+            TableHandle::Redb(name) => name.to_string(),
+            #[cfg(feature = "sled")]
+            TableHandle::Sled(tree) => sled::display_name(tree),
+            #[cfg(feature = "rocksdb")]
+            TableHandle::Rocks(name) => name.to_string(),
+        }
+    }
+
     /// The error for a handle of another engine: a bug in typed-kv, reported, not panicked.
     #[allow(dead_code)]
     pub(crate) fn foreign(backend: DatabaseBackend) -> StorageError {
@@ -285,6 +303,12 @@ impl RawBatch {
         self.data.len()
     }
 
+    /// The names of the tables this batch writes to, for messages.
+    fn table_labels(&self) -> String {
+        let names: Vec<String> = self.tables.iter().map(|(name, _)| format!("`{name}`")).collect();
+        names.join(", ")
+    }
+
     /// The tables this batch writes to, by slot.
     pub(crate) fn tables(&self) -> impl ExactSizeIterator<Item = &TableHandle> + '_ {
         self.tables.iter().map(|(_, t)| t)
@@ -411,6 +435,13 @@ pub(crate) trait Engine: Send + Sync {
         Ok(EngineFigures::default())
     }
 
+    /// Whether this thread may wait for a write made by another thread (an ingest's writer):
+    /// an error if that write would wait for something this thread holds, which would never
+    /// end. Always fine by default; on sled, writers wait for this thread's snapshots.
+    fn may_await_writer(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Re-reads the engine's files and checks its own checksums, if it keeps any that can be
     /// checked on demand: problems go to `problems`, and `progress(bytes_read, bytes_total)`
     /// is called now and then. By default, says why it cannot.
@@ -449,12 +480,14 @@ pub(crate) struct EngineFigures {
 fn no_checksum_check(backend: DatabaseBackend) -> &'static str {
     match backend {
         DatabaseBackend::Sled => {
-            "sled checks the CRCs of its log when it opens the store (a damaged log does not open) \
-             but offers no check of a store that is open"
+            "sled checks the CRC32 of each log message when it opens the store and when it reads a \
+             page from the file, but offers no check of a store that is open (and its recovery takes \
+             a message that fails its CRC for the end of the log)"
         }
         DatabaseBackend::RocksDb => {
-            "RocksDB checks each block's checksum as the block is read, which reading every record \
-             does; typed-kv does not run RocksDB's whole-file check"
+            "RocksDB checks each SST block's checksum (XXH3) whenever it reads the block from the file, \
+             and each WAL record's CRC32C when it replays the WAL on open; typed-kv does not run \
+             RocksDB's whole-store check (`VerifyChecksum`)"
         }
         _ => "this engine offers no checksum check",
     }
@@ -492,17 +525,314 @@ pub(crate) fn open_engine(
 ) -> Result<Box<dyn Engine>> {
     let _ = (dir, options);
     match backend {
+        // Our own engine reports damage as errors; it runs unfenced.
         #[cfg(feature = "native")]
         DatabaseBackend::Native => Ok(Box::new(native::NativeEngine::open(dir, options)?)),
         #[cfg(feature = "redb")]
-        DatabaseBackend::Redb => Ok(Box::new(redb::RedbEngine::open(dir, options)?)),
+        DatabaseBackend::Redb => Fenced::open(backend, dir, || redb::RedbEngine::open(dir, options)),
         #[cfg(feature = "sled")]
-        DatabaseBackend::Sled => Ok(Box::new(sled::SledEngine::open(dir, options)?)),
+        DatabaseBackend::Sled => Fenced::open(backend, dir, || sled::SledEngine::open(dir, options)),
         #[cfg(feature = "rocksdb")]
-        DatabaseBackend::RocksDb => Ok(Box::new(rocksdb::RocksEngine::open(dir, options)?)),
+        DatabaseBackend::RocksDb => Fenced::open(backend, dir, || rocksdb::RocksEngine::open(dir, options)),
         // Reached in builds without some backend's feature.
         #[allow(unreachable_patterns)]
         other => Err(StorageError::BackendNotCompiled { backend: other }),
+    }
+}
+
+/// Contains the panics of a third-party engine: every call into it runs under
+/// `catch_unwind`, a panic becomes [`StorageError::EnginePanicked`], and every later call is
+/// [`StorageError::Poisoned`], since the panic may have left the engine's memory half-updated
+/// (an allocator state, a cache, a transaction in flight).
+///
+/// redb 4.5 and sled 0.34.7 panic on some damaged files rather than returning errors (found
+/// by flipping and zeroing bytes of their files; `docs/reliability.md`, findings):
+/// - redb parses pages with slicing, `unwrap`s and `unreachable!`s that trust the bytes
+///   (`btree.rs:1104`, `btree_base.rs:35` and `:283`, `page_manager.rs:1760`, `types.rs:109`
+///   …), since its read paths never check the page checksums (cberner/redb#1334); its
+///   repair panics too (cberner/redb#1333, which also shows a caught panic leaving the
+///   allocator half-rebuilt: hence the poisoning), and so may dropping the database
+///   (cberner/redb#1303: the engine is dropped under the fence as well).
+/// - sled panics opening a log with a hole, when it writes the recovered snapshot
+///   (`serialization.rs:662`, "tried to serialize Uninitialized", spacejam/sled#1387).
+/// - RocksDB's Rust wrapper has `unwrap`s of its own.
+///
+/// The default panic hook still prints the panic to stderr; the process goes on.
+///
+/// `catch_unwind` costs nothing on the path that does not panic but the poisoned check, one
+/// atomic load; the action's words are only formatted on a panic.
+pub(crate) struct PanicFence {
+    backend: DatabaseBackend,
+    /// The first panic: what was being done, and its message.
+    first_panic: OnceLock<(String, String)>,
+}
+
+impl PanicFence {
+    /// A fence of an engine of `backend` that has not panicked.
+    pub(crate) fn new(backend: DatabaseBackend) -> Self {
+        Self { backend, first_panic: OnceLock::new() }
+    }
+
+    /// Runs `call` unless the engine panicked before; `action` says what it does (with the
+    /// table where there is one), for the error.
+    #[inline]
+    pub(crate) fn run<T>(
+        &self,
+        action: impl FnOnce() -> String,
+        call: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        if let Some((_, message)) = self.first_panic.get() {
+            return Err(self.poisoned(action(), message));
+        }
+        // The engine's state is unwind-safe in the only sense that matters here: after a
+        // panic, nothing of it is used again.
+        match catch_unwind(AssertUnwindSafe(call)) {
+            Ok(result) => result,
+            Err(payload) => Err(self.panicked(action(), payload)),
+        }
+    }
+
+    #[cold]
+    fn panicked(&self, action: String, payload: Box<dyn Any + Send>) -> StorageError {
+        let message = match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+            (Some(s), _) => (*s).to_owned(),
+            (None, Some(s)) => s.clone(),
+            (None, None) => "(a panic without a message)".to_owned(),
+        };
+        // Of two panics at once, the first recorded is the one later calls name.
+        let _ = self.first_panic.set((action.clone(), message.clone()));
+        StorageError::EnginePanicked { backend: self.backend, action, message }
+    }
+
+    #[cold]
+    fn poisoned(&self, action: String, message: &str) -> StorageError {
+        let earlier = self.first_panic.get().map_or("", |(action, _)| action.as_str());
+        StorageError::Poisoned { backend: self.backend, action, panic: format!("while {earlier}: {message}") }
+    }
+
+    /// `range` with each step run under the fence (the native engine's own ranges, which
+    /// no fenced engine returns, pass as they are).
+    fn range<'a>(&'a self, table: &TableHandle, range: RawRange<'a>) -> RawRange<'a> {
+        match range {
+            RawRange::Boxed(iter) => RawRange::Boxed(self.iter(table, iter)),
+            #[allow(unreachable_patterns)]
+            other => other,
+        }
+    }
+
+    /// `iter` with each `next` run under the fence; it ends after an error.
+    fn iter<'a>(&'a self, table: &TableHandle, iter: RawIter<'a>) -> RawIter<'a> {
+        let table = table.clone();
+        let mut iter = Some(Unwinding(ManuallyDrop::new(iter)));
+        Box::new(std::iter::from_fn(move || {
+            let inner = iter.as_mut()?;
+            match self.run(|| format!("scanning table `{}`", table.label()), || Ok(inner.0.next())) {
+                Ok(item) => item,
+                Err(e) => {
+                    // The iterator is dropped (under the fence) and never asked again.
+                    iter = None;
+                    Some(Err(e))
+                }
+            }
+        }))
+    }
+}
+
+/// A value that is dropped under `catch_unwind`: an engine's drop may panic too, on the
+/// state a damaged file left.
+struct Unwinding<T>(ManuallyDrop<T>);
+
+impl<T> Drop for Unwinding<T> {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` is never used again: this is the value's last use.
+        let value = unsafe { ManuallyDrop::take(&mut self.0) };
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
+    }
+}
+
+impl<T> Deref for Unwinding<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// A third-party engine behind a [`PanicFence`].
+struct Fenced<E> {
+    engine: Unwinding<E>,
+    fence: PanicFence,
+}
+
+impl<E: Engine + 'static> Fenced<E> {
+    /// Opens the engine with `open`, its panics contained too.
+    fn open(
+        backend: DatabaseBackend,
+        dir: &Path,
+        open: impl FnOnce() -> Result<E>,
+    ) -> Result<Box<dyn Engine>> {
+        let fence = PanicFence::new(backend);
+        let engine = fence.run(|| format!("opening {}", dir.display()), open)?;
+        Ok(Box::new(Fenced { engine: Unwinding(ManuallyDrop::new(engine)), fence }))
+    }
+}
+
+impl<E: Engine> Fenced<E> {
+    /// Runs `call` on the engine under the fence.
+    #[inline]
+    fn run<'s, T>(
+        &'s self,
+        action: impl FnOnce() -> String,
+        call: impl FnOnce(&'s E) -> Result<T>,
+    ) -> Result<T> {
+        self.fence.run(action, || call(&self.engine))
+    }
+}
+
+/// Every call goes through the fence; so do the snapshots' and iterators' calls.
+impl<E: Engine> Engine for Fenced<E> {
+    fn backend(&self) -> DatabaseBackend {
+        self.engine.backend()
+    }
+
+    fn open_table(&self, name: &str, value_align: usize) -> Result<TableHandle> {
+        self.run(|| format!("opening table `{name}`"), |e| e.open_table(name, value_align))
+    }
+
+    fn table_for_reading(&self, name: &str) -> Result<Option<TableHandle>> {
+        self.run(|| format!("opening table `{name}`"), |e| e.table_for_reading(name))
+    }
+
+    fn drop_table(&self, name: &str) -> Result<bool> {
+        self.run(|| format!("deleting table `{name}`"), |e| e.drop_table(name))
+    }
+
+    #[inline]
+    fn get<'a>(&'a self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'a>>> {
+        self.run(|| format!("reading table `{}`", table.label()), |e| e.get(table, key))
+    }
+
+    fn range<'a>(
+        &'a self,
+        table: &TableHandle,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Result<RawIter<'a>> {
+        let iter =
+            self.run(|| format!("scanning table `{}`", table.label()), |e| e.range(table, lower, upper))?;
+        Ok(self.fence.iter(table, iter))
+    }
+
+    fn entries<'a>(
+        &'a self,
+        table: &TableHandle,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Result<RawRange<'a>> {
+        let range =
+            self.run(|| format!("scanning table `{}`", table.label()), |e| e.entries(table, lower, upper))?;
+        Ok(self.fence.range(table, range))
+    }
+
+    fn len(&self, table: &TableHandle) -> Result<u64> {
+        self.run(|| format!("counting table `{}`", table.label()), |e| e.len(table))
+    }
+
+    fn snapshot<'a>(&'a self) -> Result<Box<dyn EngineSnapshot + 'a>> {
+        let snapshot = self.run(|| "taking a snapshot".to_owned(), |e| e.snapshot())?;
+        Ok(Box::new(FencedSnapshot { snapshot: Unwinding(ManuallyDrop::new(snapshot)), fence: &self.fence }))
+    }
+
+    fn write(&self, batch: &RawBatch) -> Result<()> {
+        self.run(|| format!("writing a batch to {}", batch.table_labels()), |e| e.write(batch))
+    }
+
+    fn put(&self, table: &TableHandle, name: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.run(|| format!("writing table `{name}`"), |e| e.put(table, name, key, value))
+    }
+
+    fn remove(&self, table: &TableHandle, key: &[u8]) -> Result<bool> {
+        self.run(|| format!("removing from table `{}`", table.label()), |e| e.remove(table, key))
+    }
+
+    fn clear(&self, table: &TableHandle) -> Result<()> {
+        self.run(|| format!("clearing table `{}`", table.label()), |e| e.clear(table))
+    }
+
+    fn compact(&self) -> Result<CompactionReport> {
+        self.run(|| "compacting".to_owned(), |e| e.compact())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.run(|| "flushing".to_owned(), |e| e.flush())
+    }
+
+    fn disk_size(&self) -> Result<u64> {
+        self.run(|| "measuring the store".to_owned(), |e| e.disk_size())
+    }
+
+    fn table_figures(&self, table: &TableHandle) -> Result<TableFigures> {
+        self.run(|| format!("reading the figures of table `{}`", table.label()), |e| e.table_figures(table))
+    }
+
+    fn figures(&self) -> Result<EngineFigures> {
+        self.run(|| "reading the engine's figures".to_owned(), |e| e.figures())
+    }
+
+    fn may_await_writer(&self) -> Result<()> {
+        self.run(|| "starting a writer".to_owned(), |e| e.may_await_writer())
+    }
+
+    fn verify_checksums(
+        &self,
+        progress: &mut dyn FnMut(u64, u64),
+        problems: &mut Vec<VerifyProblem>,
+    ) -> Result<ChecksumCheck> {
+        self.run(|| "checking checksums".to_owned(), |e| e.verify_checksums(progress, problems))
+    }
+}
+
+/// A snapshot of a [`Fenced`] engine, its calls under the engine's fence.
+struct FencedSnapshot<'a> {
+    snapshot: Unwinding<Box<dyn EngineSnapshot + 'a>>,
+    fence: &'a PanicFence,
+}
+
+impl EngineSnapshot for FencedSnapshot<'_> {
+    #[inline]
+    fn get<'s>(&'s self, table: &TableHandle, key: &[u8]) -> Result<Option<RawBytes<'s>>> {
+        self.fence.run(|| format!("reading table `{}`", table.label()), || self.snapshot.get(table, key))
+    }
+
+    fn range<'s>(
+        &'s self,
+        table: &TableHandle,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Result<RawIter<'s>> {
+        let iter = self.fence.run(
+            || format!("scanning table `{}`", table.label()),
+            || self.snapshot.range(table, lower, upper),
+        )?;
+        Ok(self.fence.iter(table, iter))
+    }
+
+    fn entries<'s>(
+        &'s self,
+        table: &TableHandle,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Result<RawRange<'s>> {
+        let range = self.fence.run(
+            || format!("scanning table `{}`", table.label()),
+            || self.snapshot.entries(table, lower, upper),
+        )?;
+        Ok(self.fence.range(table, range))
+    }
+
+    fn len(&self, table: &TableHandle) -> Result<u64> {
+        self.fence.run(|| format!("counting table `{}`", table.label()), || self.snapshot.len(table))
     }
 }
 
@@ -603,5 +933,69 @@ mod tests {
             }
         });
         assert_eq!(dir_size(dir.path()).unwrap(), 7);
+    }
+}
+
+/// The fence itself, on a redb handle (any fenced engine would do).
+#[cfg(all(test, feature = "redb"))]
+mod fence_tests {
+    use super::{PanicFence, RawBytes, RawIter};
+    use crate::config::DatabaseBackend;
+    use crate::StorageError;
+
+    #[test]
+    fn a_panic_is_an_error_and_poisons_the_engine() {
+        let fence = PanicFence::new(DatabaseBackend::Redb);
+        assert_eq!(fence.run(|| "reading".into(), || Ok(7)).unwrap(), 7);
+        let panicked =
+            fence.run(|| "reading table `t`".into(), || -> crate::Result<()> { panic!("boom {}", 1) });
+        match panicked {
+            Err(StorageError::EnginePanicked { backend, action, message }) => {
+                assert_eq!(backend, DatabaseBackend::Redb);
+                assert_eq!(action, "reading table `t`");
+                assert_eq!(message, "boom 1");
+            }
+            other => panic!("expected EnginePanicked, got {other:?}"),
+        }
+        let mut ran = false;
+        let flushed = fence.run(
+            || "flushing".into(),
+            || {
+                ran = true;
+                Ok(())
+            },
+        );
+        match flushed {
+            Err(e @ StorageError::Poisoned { .. }) => {
+                let message = e.to_string();
+                assert!(message.contains("flushing"), "{message}");
+                assert!(message.contains("reading table `t`: boom 1"), "{message}");
+                assert!(message.contains("reopen"), "{message}");
+            }
+            other => panic!("expected Poisoned, got {other:?}"),
+        }
+        assert!(!ran, "a poisoned engine is not called");
+    }
+
+    #[test]
+    fn a_panic_in_an_iterator_ends_it_with_an_error() {
+        let fence = PanicFence::new(DatabaseBackend::Sled);
+        let handle = super::TableHandle::Redb("t".into());
+        let inner: RawIter<'_> = Box::new((0..3u8).map(|i| {
+            assert!(i < 1, "damaged page");
+            Ok((RawBytes::Owned(vec![i]), RawBytes::Owned(vec![i])))
+        }));
+        let mut iter = fence.iter(&handle, inner);
+        let (key, _) = iter.next().unwrap().unwrap();
+        assert_eq!(&*key, &[0]);
+        match iter.next() {
+            Some(Err(StorageError::EnginePanicked { action, message, .. })) => {
+                assert_eq!(action, "scanning table `t`");
+                assert_eq!(message, "damaged page");
+            }
+            other => panic!("expected EnginePanicked, got {:?}", other.map(|r| r.map(|_| ()))),
+        }
+        assert!(iter.next().is_none(), "the iterator ends after the error");
+        assert!(matches!(fence.run(|| "reading".into(), || Ok(())), Err(StorageError::Poisoned { .. })));
     }
 }

@@ -37,6 +37,11 @@ pub(crate) struct NativeTable {
 }
 
 impl NativeTable {
+    /// The table's name.
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
     fn cached(&self) -> engine::Table {
         engine::Table::from_parts(self.id, Arc::clone(&self.name))
     }

@@ -91,7 +91,7 @@ fn table_name(tree: &[u8]) -> Option<String> {
 }
 
 /// The table name of a tree, for error messages.
-fn display_name(tree: &Tree) -> String {
+pub(super) fn display_name(tree: &Tree) -> String {
     table_name(&tree.name()).unwrap_or_else(|| "(sled default tree)".to_owned())
 }
 
@@ -461,6 +461,22 @@ impl Engine for SledEngine {
             tree.apply_batch(removals).map_err(|e| err(format!("clearing table `{name}`"), e))?;
         }
         self.sync()
+    }
+
+    /// A writer on another thread waits for this thread's snapshots to end, which would
+    /// never happen if this thread waits for it.
+    fn may_await_writer(&self) -> Result<()> {
+        if holds_snapshot(self.id) {
+            return Err(StorageError::Busy {
+                action: "streaming into a table",
+                reason: "this thread holds a read snapshot of this sled store (e.g. inside `with_stream`), \
+                         and on sled writers wait for snapshots to end, so the stream's writer would wait \
+                         for this thread forever; collect the entries and write them once the snapshot \
+                         is dropped"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
     fn compact(&self) -> Result<CompactionReport> {

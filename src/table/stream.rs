@@ -172,12 +172,21 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
     /// no longer polled (back-pressure). Works on any executor.
     ///
     /// On error, chunks committed before it stay committed.
+    ///
+    /// On sled, whose writers wait for every snapshot to end, calling it from a thread that
+    /// holds a snapshot of the same store (e.g. inside [`with_stream`](Self::with_stream)) is
+    /// [`StorageError::Busy`] at once, as [`put`](Self::put) there is: the writer would wait
+    /// for the caller forever. If the stream takes such a snapshot itself, the ingest stops
+    /// with `Busy` before it would wait for the writer; chunks handed to the writer before
+    /// are committed once the snapshot ends.
     pub async fn put_stream_with<S>(&self, stream: S, options: IngestOptions) -> Result<IngestReport>
     where
         S: Stream,
         S::Item: KeyValue<K, V>,
     {
         let started = Instant::now();
+        let engine = &self.storage().inner.engine;
+        engine.may_await_writer()?;
         let IngestOptions { chunk_records, chunk_bytes, queue_depth, on_progress } = options;
         let (mut sender, receiver) = mpsc::channel::<RawBatch>(queue_depth.saturating_sub(1));
         let (done_tx, done_rx) = oneshot::channel();
@@ -202,12 +211,14 @@ impl<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>> Table<K, V, KF, VF> {
                 break;
             }
             if batch.len() >= chunk_records || batch.payload_bytes() >= chunk_bytes {
+                engine.may_await_writer()?;
                 // A send error means the writer stopped on an error, which `done_rx` carries.
                 if sender.send(std::mem::take(&mut batch)).await.is_err() {
                     break;
                 }
             }
         }
+        engine.may_await_writer()?;
         if encode_error.is_none() && !batch.is_empty() {
             let _ = sender.send(batch).await;
         }
