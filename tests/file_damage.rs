@@ -238,6 +238,8 @@ enum Outcome {
     Failed { step: String, error: String },
     /// No step failed, but a point read disagreed with the iteration.
     Inconsistent(String),
+    /// Something panicked instead of returning an error.
+    Panicked(String),
 }
 
 fn failed(step: impl Into<String>, error: impl fmt::Display) -> Outcome {
@@ -272,6 +274,18 @@ fn read_table<K, V, KF: KeyFormat<K>, VF: ValueFormat<V>>(
         }
     }
     Ok(found)
+}
+
+/// [`read_back`], with a panic caught as an outcome of its own, so that one case's panic
+/// neither hides the others nor passes for an error.
+fn read_back_caught(backend: DatabaseBackend, path: &Path, recreate: Recreate, expected: &Tables) -> Outcome {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_back(backend, path, recreate, expected)))
+        .unwrap_or_else(|panic| Outcome::Panicked(panic_message(&*panic)))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic.downcast_ref::<&str>().map(|m| m.to_string());
+    message.or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// Opens the store at `path` with `recreate`, builds its tables, reads them fully and
@@ -473,6 +487,7 @@ fn describe(outcome: &Outcome, expected: &Tables) -> String {
         },
         Outcome::Failed { step, error } => format!("{step} failed: {error}"),
         Outcome::Inconsistent(what) => what.clone(),
+        Outcome::Panicked(message) => format!("panicked: {message}"),
     }
 }
 
@@ -493,6 +508,7 @@ fn judge(
             _ => Ok(()),
         },
         Outcome::Inconsistent(what) => Err(what.clone()),
+        Outcome::Panicked(message) => Err(format!("panicked: {message}")),
         Outcome::Read(found) => {
             let Some(diff) = differs(found, expected) else { return Ok(()) };
             let wiped_tables_only =
@@ -514,6 +530,7 @@ fn judge_always(backend: DatabaseBackend, path: &Path) -> Result<(), String> {
         Outcome::Read(found) => found,
         Outcome::Failed { .. } => return Ok(()),
         Outcome::Inconsistent(what) => return Err(what),
+        Outcome::Panicked(message) => return Err(format!("panicked: {message}")),
     };
     if found.values().any(|t| !t.is_empty()) {
         return Err(format!("Always left data: {}", diff_tables(&found, &nothing)));
@@ -569,7 +586,7 @@ fn damage_child() {
     let mode = MODES.into_iter().find(|m| mode_name(*m) == mode).unwrap();
     let expected: Tables =
         postcard::from_bytes(&std::fs::read(std::env::var_os(CHILD_MODEL).unwrap()).unwrap()).unwrap();
-    let outcome = read_back(backend, Path::new(&store), mode, &expected);
+    let outcome = read_back_caught(backend, Path::new(&store), mode, &expected);
     // On a line of its own: the harness prints the test's name before it.
     println!("\n{CHILD_LINE}{}", hex(&postcard::to_allocvec(&outcome).unwrap()));
 }
@@ -773,7 +790,8 @@ fn damage_class(backend: DatabaseBackend, class: Class) {
                 cases += 1;
                 let before = listing(&case);
                 let verdict = if mode == Recreate::Always {
-                    judge_always(backend, &case)
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| judge_always(backend, &case)))
+                        .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_message(&*panic))))
                 } else {
                     let outcome = match &privileges {
                         Unprivileged::Child { exe, .. } => {
@@ -782,7 +800,7 @@ fn damage_class(backend: DatabaseBackend, class: Class) {
                                 ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"];
                             read_in_child(&wrapper, exe, backend, &case, mode, &pristine.model_file)
                         }
-                        _ => read_back(backend, &case, mode, &pristine.model),
+                        _ => read_back_caught(backend, &case, mode, &pristine.model),
                     };
                     if damage == Damage::Unreadable && case.join(&file).exists() {
                         std::fs::set_permissions(case.join(&file), std::fs::Permissions::from_mode(0o644))
@@ -835,19 +853,15 @@ fn under_limits(backend: DatabaseBackend, flag: char, limits: &[u64], test: &str
                 let outcome = describe(&outcome, &pristine.model);
                 println!("file-damage | {backend} | ulimit -{flag} {limit} | {mode:?} | {outcome}");
             }
-            let verdict =
-                judge(&outcome, None, mode, &pristine.model, &before, &after).and_then(|()| match read_back(
-                    backend,
-                    &case,
-                    Recreate::IfMissing,
-                    &pristine.model,
-                ) {
+            let verdict = judge(&outcome, None, mode, &pristine.model, &before, &after).and_then(|()| {
+                match read_back_caught(backend, &case, Recreate::IfMissing, &pristine.model) {
                     Outcome::Read(found) => match differs(&found, &pristine.model) {
                         None => Ok(()),
                         Some(diff) => Err(format!("reopened without the limit: {diff}")),
                     },
                     other => Err(format!("reopened without the limit: {other:?}")),
-                });
+                }
+            });
             if let Err(what) = verdict {
                 failures.push(case_line(backend, "(all)", &format!("ulimit -{flag} {limit}"), mode, &what));
             }
