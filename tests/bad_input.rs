@@ -703,10 +703,6 @@ fn store_of_another_backend(backend: DatabaseBackend) {
 
 // --- Read-only directory and full disk -------------------------------------------------
 
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
-}
-
 /// A mount made by a test, unmounted (lazily, should a file still be open) when dropped.
 struct Mounted(PathBuf);
 
@@ -740,14 +736,14 @@ fn read_only_directory(backend: DatabaseBackend) {
     seeded(backend, &store);
     let view = dir.path().join("ro");
     // Root ignores permission bits: only a read-only mount makes root's writes fail.
-    let mounted = if is_root() {
+    let mounted = if common::is_root() {
         Mounted::new(&["--bind", store.to_str().unwrap()], &view).filter(|m| m.remount("remount,bind,ro"))
     } else {
         None
     };
     let how = if mounted.is_some() {
         "a read-only bind mount"
-    } else if !is_root() {
+    } else if !common::is_root() {
         copy_tree(&store, &view);
         set_read_only(&view, true);
         "directory permissions (not root)"
@@ -833,7 +829,7 @@ fn read_acknowledged(t: &Raw, acknowledged: u64) -> typed_kv::Result<()> {
 }
 
 fn full_disk(backend: DatabaseBackend) {
-    if !is_root() {
+    if !common::is_root() {
         println!(
             "full disk on {backend}: a small tmpfs needs root; see full_disk_through_the_engine_file_layer"
         );

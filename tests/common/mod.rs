@@ -41,12 +41,19 @@ pub fn records_table(
     storage: &Storage,
     name: &str,
 ) -> typed_kv::Table<u64, Record, typed_kv::OrderedFormat, typed_kv::RkyvFormat> {
+    try_records_table(storage, name).unwrap()
+}
+
+/// [`records_table`], returning the error of a build that fails.
+pub fn try_records_table(
+    storage: &Storage,
+    name: &str,
+) -> typed_kv::Result<typed_kv::Table<u64, Record, typed_kv::OrderedFormat, typed_kv::RkyvFormat>> {
     storage
         .new_table::<u64, Record>(name)
         .with_key_format(typed_kv::OrderedFormat::new())
         .with_value_format(typed_kv::RkyvFormat::new())
         .build()
-        .unwrap()
 }
 
 /// A table of raw byte keys and values.
@@ -54,12 +61,19 @@ pub fn blobs_table(
     storage: &Storage,
     name: &str,
 ) -> typed_kv::Table<Vec<u8>, Vec<u8>, typed_kv::BytesFormat, typed_kv::BytesFormat> {
+    try_blobs_table(storage, name).unwrap()
+}
+
+/// [`blobs_table`], returning the error of a build that fails.
+pub fn try_blobs_table(
+    storage: &Storage,
+    name: &str,
+) -> typed_kv::Result<typed_kv::Table<Vec<u8>, Vec<u8>, typed_kv::BytesFormat, typed_kv::BytesFormat>> {
     storage
         .new_table::<Vec<u8>, Vec<u8>>(name)
         .with_key_format(typed_kv::BytesFormat::new())
         .with_value_format(typed_kv::BytesFormat::new())
         .build()
-        .unwrap()
 }
 
 pub fn open(backend: DatabaseBackend, path: &Path) -> Storage {
@@ -78,6 +92,11 @@ pub fn open_with(
 /// Where a backend keeps its own files inside a store directory.
 pub fn engine_dir(backend: DatabaseBackend, store: &Path) -> PathBuf {
     store.join(backend.name())
+}
+
+/// Whether the tests run as root, whom file permissions do not stop.
+pub fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }
 
 /// Every file under `dir`, in its subdirectories too, sorted.
