@@ -88,6 +88,20 @@ pub enum StorageError {
         source: Box<StorageError>,
     },
 
+    /// A file the store must hold is missing or shorter than the store recorded (native: its
+    /// manifest lists every segment and each sealed one's length). What is gone was
+    /// acknowledged; nothing proves the bytes that remain wrong, so
+    /// [`Recreate::OnValidationFail`](crate::Recreate) does not wipe on it.
+    #[error("{} is missing data from offset {offset}: {reason}", path.display())]
+    MissingData {
+        /// The missing or cut file.
+        path: PathBuf,
+        /// Where the missing bytes start (0 for a missing file).
+        offset: u64,
+        /// What the store expected.
+        reason: String,
+    },
+
     /// Another process (or another `Storage` in this one) holds the store open.
     #[error("{} is locked by another user of the store ({backend})", path.display())]
     Locked {

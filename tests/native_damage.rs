@@ -63,7 +63,11 @@ fn pair(i: u32) -> (Vec<u8>, Vec<u8>) {
 /// Every pair of table `t`.
 fn contents(db: &Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let t = db.find_table("t").expect("table t");
-    db.snapshot().range(&t, ..).map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<_, _>>().expect("every record reads")
+    db.snapshot()
+        .range(&t, ..)
+        .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<Result<_, _>>()
+        .expect("every record reads")
 }
 
 fn expected(keys: std::ops::Range<u32>) -> BTreeMap<Vec<u8>, Vec<u8>> {
@@ -214,10 +218,12 @@ fn sealed_store(keys: u32) -> tempfile::TempDir {
     dir
 }
 
-/// Opens `dir` and expects `Error::Corrupt` naming `file`; returns its reason.
+/// Opens `dir` and expects `Error::Corrupt` or, for acknowledged bytes gone,
+/// `Error::Missing`, naming `file`; returns its reason.
 fn expect_corrupt(dir: &Path, file: &Path, what: &str) -> String {
     match Db::open(dir, quiet(4096)) {
-        Err(typed_kv::engine::Error::Corrupt { path, reason, .. }) => {
+        Err(typed_kv::engine::Error::Corrupt { path, reason, .. })
+        | Err(typed_kv::engine::Error::Missing { path, reason, .. }) => {
             assert_eq!(path, file, "{what}: the error names the file ({reason})");
             reason
         }

@@ -117,8 +117,9 @@ fn run_child_with_fd_limit(test: &str, fds: u32, store: &Path) -> String {
     stdout
 }
 
-/// With too few file descriptors to open the store, `OnValidationFail` returns the error and
-/// keeps every file: a resource limit proves nothing about the bytes.
+/// Under a low descriptor limit, `OnValidationFail` either opens the whole store (native maps
+/// its sealed segments and keeps one file open, so it needs few descriptors) or returns the
+/// error and keeps every file: a resource limit proves nothing about the bytes.
 fn low_fd_limit_is_an_error_not_a_wipe(backend: DatabaseBackend, test: &str, fds: u32) {
     if let Ok(store) = std::env::var(CHILD_STORE) {
         return child_open(backend, &store);
@@ -135,11 +136,14 @@ fn low_fd_limit_is_an_error_not_a_wipe(backend: DatabaseBackend, test: &str, fds
     }
     let before = inventory(&path);
     let printed = run_child_with_fd_limit(test, fds, &path);
+    let whole = format!("{OPENED}{KEYS}\n");
     assert!(
-        printed.contains(REFUSED),
-        "with {fds} file descriptors the open must fail; the child printed: {printed}"
+        printed.contains(REFUSED) || printed.contains(&whole),
+        "with {fds} file descriptors the open must fail or find all {KEYS} keys; the child printed: {printed}"
     );
-    assert!(printed.contains("Too many open files"), "the error says why; the child printed: {printed}");
+    if printed.contains(REFUSED) {
+        assert!(printed.contains("Too many open files"), "the error says why; the child printed: {printed}");
+    }
     assert_kept(&path, &before);
     assert_intact(backend, &path);
 }

@@ -66,6 +66,7 @@ pub(crate) fn err(action: impl Into<String>, e: engine::Error) -> StorageError {
         engine::Error::Io { action, path, source } => StorageError::Io { action, path, source },
         engine::Error::Locked { path } => StorageError::Locked { path, backend: BACKEND },
         engine::Error::Corrupt { path, offset, reason } => StorageError::Corrupt { path, offset, reason },
+        engine::Error::Missing { path, offset, reason } => StorageError::MissingData { path, offset, reason },
         other => StorageError::engine(BACKEND, action, Box::new(other)),
     }
 }

@@ -27,6 +27,18 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A file the store must hold is missing or shorter than the store recorded: deleted or
+    /// cut by something other than the engine. Unlike [`Error::Corrupt`], nothing proves the
+    /// bytes that are there wrong; what is gone was acknowledged.
+    #[error("{} is missing data from offset {offset}: {reason}", path.display())]
+    Missing {
+        /// The missing or cut file.
+        path: PathBuf,
+        /// Where the missing bytes start (0 for a missing file).
+        offset: u64,
+        /// What the store expected.
+        reason: String,
+    },
     /// Another handle (in this process or another) has the directory open.
     #[error("{} is locked by another user", path.display())]
     Locked {
@@ -68,6 +80,10 @@ pub enum Error {
 impl Error {
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { action, path: path.into(), source }
+    }
+
+    pub(crate) fn missing(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Missing { path: path.into(), offset, reason: reason.into() }
     }
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {

@@ -141,10 +141,11 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
         let len = file.size().map_err(|e| Error::io("measuring", &path, e))?;
         let capacity =
             if Some(id) == newest { options.segment_size.max(len).next_multiple_of(4096) } else { len };
-        if len < SEGMENT_HEADER_LEN as u64 {
+        let listed_len = table_dir.files.as_ref().and_then(|f| f.sealed_len(id));
+        if len < SEGMENT_HEADER_LEN as u64 && listed_len.is_none_or(|listed| len >= listed) {
             return Err(Error::corrupt(path, 0, format!("a segment of {len} bytes has no header")));
         }
-        if let Some(listed) = table_dir.files.as_ref().and_then(|f| f.sealed_len(id)) {
+        if let Some(listed) = listed_len {
             if len != listed {
                 let what = if len < listed { "cut short" } else { "grown" };
                 let reason = format!(
@@ -152,7 +153,11 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
                     tables::FILE
                 );
                 if !options.repair {
-                    return Err(Error::corrupt(path, len.min(listed), reason));
+                    return Err(if len < listed {
+                        Error::missing(path, len, reason)
+                    } else {
+                        Error::corrupt(path, listed, reason)
+                    });
                 }
                 // Repair keeps what the file holds (its batches are checked as any others)
                 // and lists the segment at its new length.
@@ -190,7 +195,7 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
                     let reason = format!(
                         "the segment ends at {len} bytes, but {name} resumes at {resume}: it was cut short"
                     );
-                    Some(Error::corrupt(dir.join(segment::file_name(id)), len, reason))
+                    Some(Error::missing(dir.join(segment::file_name(id)), len, reason))
                 });
                 match cut_short {
                     Some(e) if !options.repair => return Err(e),
@@ -361,7 +366,7 @@ fn new_store_leftovers(
     for &id in segment_ids.iter() {
         let len = file_len(vfs, &dir.join(segment::file_name(id)))?;
         if len > SEGMENT_HEADER_LEN as u64 {
-            return Err(Error::corrupt(
+            return Err(Error::missing(
                 dir.join(tables::FILE),
                 0,
                 format!(
@@ -423,7 +428,7 @@ fn hold_to_manifest(
                 Some(len) => format!("sealed at {len} bytes"),
                 None => "as the active segment".to_owned(),
             };
-            return Err(Error::corrupt(
+            return Err(Error::missing(
                 dir.join(segment::file_name(id)),
                 0,
                 format!("the segment is missing: {} lists it {what}", tables::FILE),
