@@ -195,7 +195,7 @@ fn unreadable_file_is_an_error_not_a_wipe(backend: DatabaseBackend, make_unreada
 }
 
 /// The engine file a test makes unreadable: native's first segment, redb's database, sled's
-/// data file.
+/// data file, RocksDB's `CURRENT` (which names its manifest).
 fn data_file(backend: DatabaseBackend, store: &Path) -> PathBuf {
     let engine = common::engine_dir(backend, store);
     match backend {
@@ -205,7 +205,7 @@ fn data_file(backend: DatabaseBackend, store: &Path) -> PathBuf {
             .expect("a segment"),
         DatabaseBackend::Redb => engine.join("data.redb"),
         DatabaseBackend::Sled => engine.join("db"),
-        _ => unreachable!("not tested here"),
+        _ => engine.join("CURRENT"),
     }
 }
 

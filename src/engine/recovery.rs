@@ -152,8 +152,13 @@ pub(crate) fn open(dir: &Path, options: &Options) -> Result<Recovered> {
                     "the sealed segment is {len} bytes, {} lists it at {listed}: it was {what}",
                     tables::FILE
                 );
+                // A shorter file whose header is not this segment's was replaced, not cut.
+                let mut header = [0u8; SEGMENT_HEADER_LEN];
+                let own_header = len >= SEGMENT_HEADER_LEN as u64
+                    && file.read_exact_at(&mut header, 0).is_ok()
+                    && SegmentHeader::decode(&header).is_ok_and(|h| h.id == id);
                 if !options.repair {
-                    return Err(if len < listed {
+                    return Err(if len < listed && (own_header || len < SEGMENT_HEADER_LEN as u64) {
                         Error::missing(path, len, reason)
                     } else {
                         Error::corrupt(path, listed, reason)
